@@ -1,0 +1,88 @@
+"""Fixtures shared by every suite: free ports, the real binaries, PostgreSQL.
+
+PostgreSQL tests run against VMHEALTH_TEST_POSTGRES_URL (default: the local server at
+127.0.0.1:5432, database `test`) and are skipped when it cannot be reached, unless
+VMHEALTH_REQUIRE_POSTGRES=1 (as in .ci/run), where an unreachable server fails them. The same goes
+for Debian's prometheus/promtool/alertmanager binaries with VMHEALTH_REQUIRE_BINARIES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+POSTGRES_URL = os.environ.get("VMHEALTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def _required(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0", "false", "no")
+
+
+def binary(name: str) -> str:
+    """The path of a Debian monitoring binary; skip (or fail, when required) if it is missing."""
+    candidates = {"alertmanager": ["alertmanager", "prometheus-alertmanager"]}.get(name, [name])
+    for candidate in candidates:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+    if _required("VMHEALTH_REQUIRE_BINARIES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The URL of a reachable PostgreSQL, or skip/fail as the module docstring says."""
+    from sqlalchemy import create_engine, text
+
+    url = POSTGRES_URL
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        message = f"PostgreSQL at {url} is not reachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        if _required("VMHEALTH_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the PostgreSQL server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(postgres_server_url)
+    with engine.begin() as connection:
+        connection.execute(text(f'create schema "{schema}"'))
+    separator = "&" if "?" in postgres_server_url else "?"
+    yield f"{postgres_server_url}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(text(f'drop schema "{schema}" cascade'))
+    engine.dispose()

@@ -1,0 +1,5 @@
+import sys
+
+from vmhealth.cli import main
+
+sys.exit(main())

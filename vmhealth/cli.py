@@ -1,0 +1,94 @@
+"""The `vmhealth` command: one entry point, a subcommand per program.
+
+Subcommands live in the module named in COMMANDS; each module has `add_arguments(parser)` and
+`run(args) -> int`, and imports its heavy dependencies inside `run` so that `--help` stays fast and
+the agent's subcommand works where only psutil is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from types import SimpleNamespace
+
+from vmhealth import __version__
+from vmhealth.config import ConfigError, load, secrets_of
+from vmhealth.logsetup import add_secrets, setup_logging
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "exporter": ("vmhealth.exporter.cli", "serve heartbeat ingest, Proxmox state and /metrics"),
+    "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
+    "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmhealth",
+        description="Finds Proxmox guests that Proxmox calls running but that stopped reporting, "
+        "and resets them safely. Every subcommand reads one YAML file (--config).",
+        epilog="Run `vmhealth COMMAND --help` for a command's options. Environment variables "
+        "VMHEALTH_<SECTION>_<KEY> override single keys of the file.",
+    )
+    parser.add_argument("--version", action="version", version=f"vmhealth {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_common_arguments(sub)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", default=os.environ.get("VMHEALTH_CONFIG"),
+        help="configuration file (default: $VMHEALTH_CONFIG, else ./vmhealth.yml if present, "
+        "else environment variables only)",
+    )
+    parser.add_argument(
+        "--log-level", default=os.environ.get("VMHEALTH_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)",
+    )
+    parser.add_argument(
+        "--log-format", default=os.environ.get("VMHEALTH_LOG_FORMAT", "text"), choices=["text", "json"],
+        help="text lines, or one JSON object per line for log shippers (default: text)",
+    )
+
+
+def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> SimpleNamespace:
+    """The configuration for `components`; on problems, print each on stderr and exit 2."""
+    try:
+        config = load(args.config, components=components)
+    except ConfigError as exc:
+        source = args.config or "configuration"
+        print(f"vmhealth: {source} has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    add_secrets(secrets_of(config))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alembic migrations, one history per component (see vmhealth.db)."""

@@ -1,0 +1,1 @@
+"""Database models, one module per component that owns the tables."""
