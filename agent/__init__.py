@@ -1,0 +1,1 @@
+"""The in-VM agent: collects guest health with psutil and pushes heartbeats or serves /metrics."""

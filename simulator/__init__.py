@@ -1,0 +1,1 @@
+"""A Proxmox VE cluster simulator over HTTPS, for the demo, end-to-end tests and benchmarks."""

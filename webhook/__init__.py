@@ -1,0 +1,1 @@
+"""The remediation webhook: Alertmanager receiver, reset policy, Proxmox actions and history."""
