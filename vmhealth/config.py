@@ -139,6 +139,8 @@ SCHEMA = Section(
                 "status_checks_per_poll": Key(
                     "int", 20, minimum=0, doc="status/current reads of silent guests, for qmpstatus"
                 ),
+                "monitor_tags": Key("strlist", [], doc="when set, only guests with one of these tags"),
+                "ignore_tags": Key("strlist", ["vmhealth-ignore"], doc="guests never monitored"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
             }
         ),
@@ -194,7 +196,7 @@ def _coerce(key: Key, value: Any, path: str, loader: _Loader, from_env: bool) ->
     kind = key.kind
     try:
         if kind in ("str", "url", "listen"):
-            if from_env or isinstance(value, int | float) and not isinstance(value, bool) and kind == "str":
+            if from_env or (isinstance(value, int | float) and not isinstance(value, bool) and kind == "str"):
                 value = str(value)
             if not isinstance(value, str):
                 raise ValueError(f"expected a string, got {type(value).__name__}")
