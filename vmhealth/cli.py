@@ -20,6 +20,7 @@ from vmhealth.logsetup import add_secrets, setup_logging
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("vmhealth.exporter.cli", "serve heartbeat ingest, Proxmox state and /metrics"),
+    "agent": ("vmhealth.agent.cli", "report this guest's health: push heartbeats and/or serve /metrics"),
     "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
     "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),
 }

@@ -162,6 +162,7 @@ SCHEMA = Section(
                 "cluster": Key("str", None, doc="cluster name, when the exporter serves several"),
                 "interval": Key("duration", "30s"),
                 "timeout": Key("duration", "10s"),
+                "uuid": Key("str", None, doc="SMBIOS UUID to send instead of reading the firmware's (non-root)"),
                 "mode": Key("str", "push", choices=("push", "pull", "both")),
                 "listen": Key("listen", "0.0.0.0:9748"),
                 "mounts": Key("strlist", [], doc="extra mountpoints to report besides the root volume"),

@@ -1,0 +1,101 @@
+"""The agent's life: build the parts from the configuration once, then push and/or serve until stopped.
+
+The same `Agent.run(stop)` serves the command line (stopped by SIGTERM/SIGINT) and the Windows service
+(stopped by the service manager), so the service wrapper stays a few lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from vmhealth.agent.collect import Collector, Sample
+from vmhealth.agent.exposition import render
+from vmhealth.agent.identity import smbios_uuid
+from vmhealth.agent.payload import Identity, build
+from vmhealth.agent.push import Pusher, next_delay
+
+log = logging.getLogger("vmhealth.agent")
+
+
+def effective_timeout(timeout: float, interval: float) -> float:
+    """The HTTP timeout, kept below the interval so that one slow exporter cannot stack up reports."""
+    return min(timeout, interval * 0.8)
+
+
+def identity_from(agent_cfg: SimpleNamespace) -> Identity:
+    """The guest's identity; the SMBIOS UUID is read once here, and its absence explained once."""
+    uuid, why = smbios_uuid(agent_cfg.uuid)
+    if uuid is None and agent_cfg.vmid is None:
+        log.warning("no vmid configured and no SMBIOS UUID: %s. The exporter cannot tell which guest this is; "
+                    "set agent.vmid or agent.uuid (docs/agent.md, Identity)", why)
+    elif uuid is None:
+        log.debug("no SMBIOS UUID (%s); identified by vmid %s", why, agent_cfg.vmid)
+    return Identity(vmid=agent_cfg.vmid, uuid=uuid, cluster=agent_cfg.cluster)
+
+
+class Agent:
+    """One agent: a collector, an identity, and a pusher and/or a metrics server, per `mode`."""
+
+    def __init__(self, agent_cfg: SimpleNamespace, collector: Collector | None = None,
+                 identity: Identity | None = None, rng: random.Random | None = None) -> None:
+        self.cfg = agent_cfg
+        self.mode = agent_cfg.mode
+        self.interval = float(agent_cfg.interval)
+        self.collector = collector or Collector(agent_cfg.mounts)
+        self.identity = identity or identity_from(agent_cfg)
+        self.rng = rng or random.Random()
+        self.lock = threading.Lock()
+        self.pusher: Pusher | None = None
+        if self.mode in ("push", "both"):
+            self.pusher = Pusher(agent_cfg.exporter_url, agent_cfg.api_key,
+                                 effective_timeout(float(agent_cfg.timeout), self.interval),
+                                 agent_cfg.verify_ssl, agent_cfg.ca_bundle)
+        self.server: Any = None
+
+    def sample(self) -> Sample:
+        with self.lock:
+            return self.collector.collect()
+
+    def report(self) -> dict[str, Any]:
+        return build(self.sample(), self.identity)
+
+    def metrics_page(self) -> str:
+        return render(self.sample(), self.identity, self.pusher if self.mode == "both" else None)
+
+    def start_server(self) -> None:
+        from vmhealth.agent.server import MetricsServer
+
+        from vmhealth.config import split_listen
+
+        host, port = split_listen(self.cfg.listen)
+        self.server = MetricsServer(host, port, self.metrics_page)
+        self.server.start()
+        log.info("serving /metrics on %s", self.cfg.listen)
+
+    def run(self, stop: threading.Event) -> int:
+        """Until `stop` is set. Returns the exit status (0: stopped as asked)."""
+        if self.mode in ("pull", "both"):
+            self.start_server()
+        try:
+            if self.pusher is not None:
+                self._push_loop(stop)
+            else:
+                stop.wait()
+        finally:
+            if self.server is not None:
+                self.server.shutdown()
+                self.server.server_close()
+        return 0
+
+    def _push_loop(self, stop: threading.Event) -> None:
+        assert self.pusher is not None
+        # Start-up jitter: thousands of guests booted together must not report in the same second.
+        delay = self.rng.uniform(0, min(self.interval, 30.0))
+        log.info("pushing to %s every %gs (first report in %.1fs)", self.pusher.url, self.interval, delay)
+        while not stop.wait(delay):
+            outcome = self.pusher.send(self.report())
+            delay = next_delay(self.interval, outcome, self.pusher.failures_in_row, self.rng)
