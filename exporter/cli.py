@@ -16,9 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.exporter.server import serve
-
     from vmhealth.cli import load_config_or_exit
+    from vmhealth.exporter.server import serve
 
     config = load_config_or_exit(args, ("exporter",))
     if args.listen:

@@ -1,0 +1,50 @@
+"""A guest's health as the read API reports it, by the same thresholds and rules as the alerts.
+
+healthy / warning / down follow the original monitor: down when the last heartbeat is older than
+the stale timeout (or there never was one), warning when CPU, memory or disk use is above its
+threshold. `hung` mirrors the `VMHung` rule: down, while Proxmox says the guest runs, unlocked and
+not paused, on an online node of a reachable cluster, and monitored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from vmhealth.exporter.state import ClusterState, Heartbeat, PveGuest
+
+
+@dataclass(frozen=True)
+class Health:
+    state: str  # healthy | warning | down
+    is_down: bool
+    is_warning: bool
+    hung: bool
+
+
+def _over(used: float | None, total: float | None, percent: float) -> bool:
+    return used is not None and bool(total) and used / total > percent / 100
+
+
+def classify(
+    heartbeat: Heartbeat | None,
+    guest: PveGuest | None,
+    cluster: ClusterState,
+    monitored: bool,
+    thresholds: SimpleNamespace,
+    now: float,
+) -> Health:
+    is_down = heartbeat is None or now - heartbeat.received > thresholds.stale_timeout
+    is_warning = heartbeat is not None and not is_down and (
+        (heartbeat.cpu_ratio is not None and heartbeat.cpu_ratio > thresholds.cpu_percent / 100)
+        or _over(heartbeat.mem_used, heartbeat.mem_total, thresholds.ram_percent)
+        or _over(heartbeat.disk_used, heartbeat.disk_total, thresholds.disk_percent)
+    )
+    snapshot = cluster.snapshot
+    hung = (
+        heartbeat is not None and is_down and guest is not None and guest.running and not guest.lock
+        and monitored and cluster.up and snapshot is not None and snapshot.nodes.get(guest.node, False)
+        and guest.vmid not in cluster.paused
+    )
+    state = "down" if is_down else "warning" if is_warning else "healthy"
+    return Health(state=state, is_down=is_down, is_warning=is_warning, hung=bool(hung))

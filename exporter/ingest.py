@@ -1,0 +1,209 @@
+"""The heartbeat payload: the original camelCase form (sizes in MB) and its extended fields.
+
+`parse_report` turns a decoded JSON body into a `Report` or a dict of field -> problem, so the 400
+reply can name every bad field at once. Nothing here touches state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from vmhealth.exporter.state import Disk, Heartbeat
+
+MB = 1024 * 1024
+MAX_BYTES = 2**60  # 1 EiB: anything larger is a unit mistake or an attack
+MAX_MB = MAX_BYTES // MB
+MAX_UPTIME = 100 * 365 * 86400
+MAX_STRING = 255
+MAX_DISKS = 64
+MAX_VMID = 999_999_999
+
+
+class BadJson(ValueError):
+    """The body is not a JSON object."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A validated report: who it says it is from, and the heartbeat to store."""
+
+    vmid: int | None
+    cluster: str | None
+    uuid: str | None
+    heartbeat: Heartbeat
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    """The JSON object in `body`; NaN and Infinity literals are refused."""
+
+    def refuse_constant(name: str) -> None:
+        raise BadJson(f"{name} is not a number JSON allows")
+
+    try:
+        data = json.loads(body, parse_constant=refuse_constant)
+    except BadJson:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadJson(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadJson(f"body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+class _Fields:
+    """Reads fields of one payload, collecting problems instead of stopping at the first."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.problems: dict[str, str] = {}
+
+    def string(self, name: str, required: bool = False, limit: int = MAX_STRING) -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                self.problems[name] = "required"
+            return None
+        if not isinstance(value, str):
+            self.problems[name] = f"must be a string, got {type(value).__name__}"
+            return None
+        if required and not value.strip():
+            self.problems[name] = "must not be empty"
+            return None
+        if len(value) > limit:
+            self.problems[name] = f"longer than {limit} characters"
+            return None
+        return value
+
+    def number(self, name: str, low: float = 0, high: float = math.inf, integer: bool = False) -> float | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        return self._number(name, value, low, high, integer)
+
+    def _number(self, name: str, value: Any, low: float, high: float, integer: bool) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problems[name] = f"must be a number, got {type(value).__name__}"
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems[name] = "must be a finite number"
+            return None
+        if value < low:
+            self.problems[name] = "must not be negative" if low == 0 else f"must be at least {low:g}"
+            return None
+        if value > high:
+            self.problems[name] = f"must be at most {high:g}"
+            return None
+        if integer and isinstance(value, float):
+            if not value.is_integer():
+                self.problems[name] = "must be a whole number"
+                return None
+            value = int(value)
+        return value
+
+    def vmid(self) -> int | None:
+        value = self.data.get("vmid")
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            if not value.strip().isdigit():
+                self.problems["vmid"] = f"must be a guest id like 100, got {value[:40]!r}"
+                return None
+            value = int(value.strip())
+        result = self._number("vmid", value, 1, MAX_VMID, integer=True)
+        return int(result) if result is not None else None
+
+    def disks(self) -> tuple[Disk, ...]:
+        value = self.data.get("disks")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problems["disks"] = f"must be a list, got {type(value).__name__}"
+            return ()
+        if len(value) > MAX_DISKS:
+            self.problems["disks"] = f"more than {MAX_DISKS} entries"
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            where = f"disks[{i}]"
+            if not isinstance(item, dict):
+                self.problems[where] = "must be an object with mountpoint, usedBytes, totalBytes"
+                continue
+            sub = _Fields(item)
+            mountpoint = sub.string("mountpoint", required=True, limit=1024)
+            used = sub.number("usedBytes", high=MAX_BYTES, integer=True)
+            total = sub.number("totalBytes", high=MAX_BYTES, integer=True)
+            if used is None and "usedBytes" not in sub.problems:
+                sub.problems["usedBytes"] = "required"
+            if total is None and "totalBytes" not in sub.problems:
+                sub.problems["totalBytes"] = "required"
+            for field_name, problem in sub.problems.items():
+                self.problems[f"{where}.{field_name}"] = problem
+            if mountpoint is not None and any(d.mountpoint == mountpoint for d in out):
+                self.problems[f"{where}.mountpoint"] = f"{mountpoint!r} is listed twice"
+                continue
+            if not sub.problems and mountpoint is not None and used is not None and total is not None:
+                out.append(Disk(mountpoint, int(used), int(total)))
+        return tuple(out)
+
+
+def _bytes(fields: _Fields, bytes_name: str, mb_name: str) -> int | None:
+    """A size from its byte field when present, else from the original's MB field."""
+    in_bytes = fields.number(bytes_name, high=MAX_BYTES, integer=True)
+    if in_bytes is not None:
+        return int(in_bytes)
+    in_mb = fields.number(mb_name, high=MAX_MB)
+    return round(in_mb * MB) if in_mb is not None else None
+
+
+def parse_report(data: dict[str, Any], received: float) -> Report | dict[str, str]:
+    """A Report, or field -> problem for every field that is wrong."""
+    fields = _Fields(data)
+    hostname = fields.string("hostname", required=True)
+    vmid = fields.vmid()
+    cluster = fields.string("cluster", limit=128)
+    uuid = fields.string("uuid", limit=64)
+    node = fields.string("node", limit=128) or ""
+    status = fields.string("status", limit=32) or ""
+    agent_version = fields.string("agentVersion", limit=64) or ""
+    cpu = fields.number("cpuUsage", high=100)
+    mem_used = _bytes(fields, "memUsedBytes", "ramUsage")
+    mem_total = _bytes(fields, "memTotalBytes", "ramTotal")
+    disk_used = _bytes(fields, "diskUsedBytes", "diskUsage")
+    disk_total = _bytes(fields, "diskTotalBytes", "diskTotal")
+    uptime = fields.number("uptime", high=MAX_UPTIME)
+    guest_timestamp = fields.number("timestamp", high=1e11)
+    net_rx = fields.number("netRxBytes", high=2**64, integer=True)
+    net_tx = fields.number("netTxBytes", high=2**64, integer=True)
+    load1 = fields.number("load1", high=1e6)
+    disks = fields.disks()
+    if vmid is None and uuid is None and "vmid" not in fields.problems:
+        fields.problems["vmid"] = "required (or send uuid, the guest's SMBIOS UUID)"
+    # 1% slack: guests round MB independently.
+    if mem_used is not None and mem_total is not None and mem_used > mem_total * 1.01 + MB:
+        fields.problems["ramUsage"] = "larger than ramTotal"
+    if disk_used is not None and disk_total is not None and disk_used > disk_total * 1.01 + MB:
+        fields.problems["diskUsage"] = "larger than diskTotal"
+    if fields.problems:
+        return fields.problems
+    heartbeat = Heartbeat(
+        received=received,
+        hostname=hostname or "",
+        node=node,
+        status=status,
+        cpu_ratio=cpu / 100 if cpu is not None else None,
+        mem_used=mem_used,
+        mem_total=mem_total,
+        disk_used=disk_used,
+        disk_total=disk_total,
+        uptime=uptime,
+        disks=disks,
+        net_rx=int(net_rx) if net_rx is not None else None,
+        net_tx=int(net_tx) if net_tx is not None else None,
+        load1=load1,
+        agent_version=agent_version,
+        guest_timestamp=guest_timestamp,
+    )
+    return Report(vmid=vmid, cluster=cluster, uuid=uuid.lower() if uuid else None, heartbeat=heartbeat)

@@ -1,0 +1,117 @@
+"""Last-seen state in SQL: loaded at start, written behind in batches.
+
+An exporter restart must neither forget a guest that was already silent (its old heartbeat time
+comes back) nor invent silence for one that is fine (at most `flush_interval` of heartbeat time is
+lost, far below any sane stale timeout). Writes are one upsert batch per flush; a failed write keeps
+the changes for the next flush, and the final flush runs at shutdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+
+from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy.orm import Session
+
+from vmhealth.db import make_engine, upgrade
+from vmhealth.exporter.state import Disk, GuestKey, Heartbeat, Store
+from vmhealth.models.exporter import GuestState
+
+log = logging.getLogger(__name__)
+_REPORT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat) if f.name not in ("received", "hostname", "node")]
+
+
+def _encode(hb: Heartbeat) -> str:
+    values = {name: getattr(hb, name) for name in _REPORT_FIELDS}
+    values["disks"] = [dataclasses.astuple(d) for d in hb.disks]
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _decode(row: GuestState) -> Heartbeat:
+    try:
+        values = json.loads(row.report or "{}")
+    except ValueError:
+        values = {}
+    values = {k: v for k, v in values.items() if k in _REPORT_FIELDS}
+    values["disks"] = tuple(Disk(*d) for d in values.get("disks", ()))
+    return Heartbeat(received=row.last_heartbeat, hostname=row.hostname, node=row.node, **values)
+
+
+class StateStore:
+    """The database side of the exporter's state."""
+
+    def __init__(self, url: str):
+        self.engine: Engine = make_engine(url)
+        upgrade(self.engine, "exporter")
+
+    def load(self) -> dict[GuestKey, Heartbeat]:
+        with Session(self.engine) as session:
+            return {(row.cluster, row.vmid): _decode(row) for row in session.scalars(select(GuestState))}
+
+    def write(self, changed: dict[GuestKey, Heartbeat], removed: set[GuestKey]) -> None:
+        if not changed and not removed:
+            return
+        rows = [
+            {"cluster": c, "vmid": v, "node": hb.node, "hostname": hb.hostname,
+             "last_heartbeat": hb.received, "report": _encode(hb)}
+            for (c, v), hb in changed.items()
+        ]
+        with self.engine.begin() as connection:
+            if rows:
+                if self.engine.dialect.name == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert
+                statement = insert(GuestState)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["cluster", "vmid"],
+                    set_={name: statement.excluded[name] for name in ("node", "hostname", "last_heartbeat", "report")},
+                )
+                connection.execute(statement, rows)
+            if removed:
+                connection.execute(delete(GuestState).where(
+                    tuple_(GuestState.cluster, GuestState.vmid).in_(list(removed))))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class WriteBehind:
+    """Flushes the store's changes every `interval` seconds on a daemon thread."""
+
+    def __init__(self, store: Store, db: StateStore, interval: float):
+        self.store, self.db, self.interval = store, db, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vmhealth-write-behind", daemon=True)
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def flush(self) -> bool:
+        changed, removed = self.store.take_changes()
+        try:
+            self.db.write(changed, removed)
+        except Exception as exc:
+            self.store.restore_changes(changed, removed)
+            if not self._failing:
+                log.error("cannot write last-seen state (%d guests kept for the next try): %s", len(changed), exc)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("last-seen state written again")
+        self._failing = False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+        self.flush()

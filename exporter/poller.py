@@ -1,0 +1,142 @@
+"""The Proxmox poller: one background job per cluster, never on the scrape path.
+
+Each poll makes the same two calls whatever the guest count (`/cluster/resources?type=vm` and
+`/cluster/status`), plus two small bounded batches: `status/current` of silent running QEMU guests
+(to tell paused or io-error guests from hung ones) and VM configs while SMBIOS UUIDs wait to be
+mapped. A failed poll keeps the previous snapshot and marks the cluster down; clusters are polled
+independently, so one failing does not touch another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from vmhealth.exporter.state import PveGuest, Snapshot, Store
+from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
+
+log = logging.getLogger(__name__)
+UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)
+
+
+def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]], now: float) -> Snapshot:
+    """A Snapshot from the two poll responses; templates are left out."""
+    guests: dict[int, PveGuest] = {}
+    for item in resources:
+        if item.get("type") not in ("qemu", "lxc") or item.get("template"):
+            continue
+        try:
+            vmid = int(item["vmid"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        guests[vmid] = PveGuest(
+            vmid=vmid,
+            node=str(item.get("node", "")),
+            name=str(item.get("name", "")),
+            type=str(item["type"]),
+            status=str(item.get("status", "unknown")),
+            lock=str(item.get("lock") or ""),
+            tags=tuple(parse_tags(item.get("tags"))),
+            uptime=int(item.get("uptime") or 0),
+        )
+    nodes: dict[str, bool] = {}
+    quorate = True  # a standalone node has no cluster entry and is its own quorum
+    for item in status:
+        if item.get("type") == "node":
+            nodes[str(item.get("name"))] = bool(item.get("online"))
+        elif item.get("type") == "cluster":
+            quorate = bool(item.get("quorate"))
+    # Nodes that only appear on guests (a standalone node's /cluster/status may omit fields).
+    for guest in guests.values():
+        nodes.setdefault(guest.node, True)
+    return Snapshot(guests=guests, nodes=nodes, quorate=quorate, taken_at=now)
+
+
+class ClusterPoller:
+    """Polls one cluster into the store."""
+
+    def __init__(self, cluster: SimpleNamespace, store: Store, config: SimpleNamespace):
+        self.cluster = cluster
+        self.name: str = cluster.name
+        self.store = store
+        self.client = PveClient(cluster)
+        self.stale_timeout: float = config.thresholds.stale_timeout
+        self.status_checks: int = config.exporter.status_checks_per_poll
+        self.uuid_lookups: int = config.exporter.uuid_lookups_per_poll
+        self._was_up: bool | None = None
+
+    def poll(self) -> bool:
+        """One poll; True when Proxmox answered. Never raises."""
+        started = time.monotonic()
+        try:
+            resources = self.client.get("cluster/resources", type="vm")
+            status = self.client.cluster_status()
+            snapshot = snapshot_from(resources, status, time.time())
+        except PveError as exc:
+            return self._failed(str(exc), started)
+        except Exception as exc:  # a malformed answer must not stop the poller
+            log.exception("cluster %s: unexpected poll error", self.name)
+            return self._failed(f"{type(exc).__name__}: {exc}", started)
+        self.store.apply_snapshot(self.name, snapshot, time.monotonic() - started)
+        if self._was_up is not True:
+            log.info("cluster %s: Proxmox reachable, %d guests on %d nodes",
+                     self.name, len(snapshot.guests), len(snapshot.nodes))
+        self._was_up = True
+        self._check_silent_guests(snapshot)
+        self._lookup_uuids(snapshot)
+        ttl = max(3600.0, UNKNOWN_GUEST_TTL_FACTOR * self.stale_timeout)
+        gone = self.store.expire_unknown(self.name, time.time() - ttl)
+        if gone:
+            log.info("cluster %s: forgot %d guests Proxmox no longer lists", self.name, len(gone))
+        return True
+
+    def _failed(self, error: str, started: float) -> bool:
+        self.store.poll_failed(self.name, error, time.monotonic() - started)
+        if self._was_up is not False:
+            log.warning("cluster %s: poll failed, keeping the last snapshot: %s", self.name, error)
+        else:
+            log.debug("cluster %s: poll failed again: %s", self.name, error)
+        self._was_up = False
+        return False
+
+    def _check_silent_guests(self, snapshot: Snapshot) -> None:
+        """Read qmpstatus of running QEMU guests whose heartbeat is stale (bounded per poll)."""
+        if self.status_checks <= 0:
+            return
+        now = time.time()
+        _, heartbeats = self.store.view()
+        silent = [
+            guest for guest in snapshot.guests.values()
+            if guest.type == "qemu" and guest.running and snapshot.nodes.get(guest.node, False)
+            and (hb := heartbeats.get((self.name, guest.vmid))) is not None
+            and now - hb.received > self.stale_timeout
+        ]
+        for guest in silent[: self.status_checks]:
+            try:
+                current = self.client.guest_status(guest.node, guest.type, guest.vmid)
+            except PveError as exc:
+                log.debug("cluster %s: status of %s unavailable: %s", self.name, guest.vmid, exc)
+                continue
+            self.store.set_paused(self.name, guest.vmid, current.get("qmpstatus"))
+
+    def _lookup_uuids(self, snapshot: Snapshot) -> None:
+        """Read VM configs for their SMBIOS UUIDs while reports wait for one (bounded per poll)."""
+        if self.uuid_lookups <= 0 or not self.store.pending_uuids():
+            return
+        with self.store.lock:
+            done = set(self.store.clusters[self.name].configs_read)
+            have_heartbeat = {vmid for (c, vmid) in self.store.heartbeats if c == self.name}
+        todo = [g for g in snapshot.guests.values() if g.type == "qemu" and g.vmid not in done]
+        todo.sort(key=lambda g: (g.vmid in have_heartbeat, g.vmid))  # silent guests first
+        found: dict[int, str | None] = {}
+        for guest in todo[: self.uuid_lookups]:
+            try:
+                config = self.client.guest_config(guest.node, guest.type, guest.vmid)
+            except PveError as exc:
+                log.debug("cluster %s: config of %s unavailable: %s", self.name, guest.vmid, exc)
+                continue
+            found[guest.vmid] = parse_smbios_uuid(config.get("smbios1"))
+        if found:
+            self.store.add_uuids(self.name, found)

@@ -1,0 +1,286 @@
+"""What the exporter knows: each cluster's last Proxmox snapshot and each guest's last heartbeat.
+
+Everything lives in memory behind one lock; the poller replaces a cluster's snapshot whole, ingest
+replaces one guest's heartbeat whole, and readers (`/metrics`, `/api/vms`) take shallow copies under
+the lock and do their work outside it. Guests are identified by (cluster, vmid), whatever node they
+are on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from vmhealth.keys import derive_vm_key
+
+GuestKey = tuple[str, int]
+# Reports accepted for guests of a cluster that has never been polled successfully (we cannot yet
+# tell known from unknown); bounds memory if the API is unreachable from the start.
+MAX_GUESTS_BEFORE_FIRST_POLL = 100_000
+
+
+@dataclass(frozen=True)
+class PveGuest:
+    """One guest as /cluster/resources describes it (templates are never stored)."""
+
+    vmid: int
+    node: str
+    name: str
+    type: str  # qemu | lxc
+    status: str  # running | stopped | …
+    lock: str = ""
+    tags: tuple[str, ...] = ()
+    uptime: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A cluster as one successful poll saw it."""
+
+    guests: dict[int, PveGuest]
+    nodes: dict[str, bool]  # node -> online
+    quorate: bool
+    taken_at: float
+
+
+@dataclass
+class ClusterState:
+    """Per-cluster poll results; the snapshot survives failed polls."""
+
+    name: str
+    snapshot: Snapshot | None = None
+    up: bool = False
+    polled_once: bool = False  # at least one poll finished, ok or not
+    last_error: str = ""
+    poll_duration: float = 0.0
+    last_success: float = 0.0
+    # vmid -> qmpstatus, for silent running QEMU guests whose status/current said not "running".
+    paused: dict[int, str] = field(default_factory=dict)
+    # SMBIOS UUID (lower case) -> vmid, from VM configs read so far; vmids whose config was read.
+    uuids: dict[str, int] = field(default_factory=dict)
+    configs_read: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Disk:
+    mountpoint: str
+    used_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A guest's last report; `received` (server time) is the heartbeat time."""
+
+    received: float
+    hostname: str = ""
+    node: str = ""  # as the guest reported it; Proxmox's view wins when known
+    status: str = ""
+    cpu_ratio: float | None = None
+    mem_used: int | None = None
+    mem_total: int | None = None
+    disk_used: int | None = None
+    disk_total: int | None = None
+    uptime: float | None = None
+    disks: tuple[Disk, ...] = ()
+    net_rx: int | None = None
+    net_tx: int | None = None
+    load1: float | None = None
+    agent_version: str = ""
+    guest_timestamp: float | None = None
+
+
+class Store:
+    """The exporter's state, shared by the ingest threads, the poller and the readers."""
+
+    def __init__(self, clusters: list[SimpleNamespace], api_key: str | None, max_unknown: int):
+        self.lock = threading.Lock()
+        self.clusters: dict[str, ClusterState] = {c.name: ClusterState(c.name) for c in clusters}
+        self.heartbeats: dict[GuestKey, Heartbeat] = {}
+        self.dirty: set[GuestKey] = set()
+        self.removed: set[GuestKey] = set()
+        self.api_key = api_key
+        self.max_unknown = max_unknown
+        self._unknown: dict[str, set[int]] = {name: set() for name in self.clusters}
+        # per-VM key -> guest, rebuilt when a cluster's guest set changes
+        self._vm_keys: dict[str, GuestKey] = {}
+        self._vm_keys_by_cluster: dict[str, dict[str, GuestKey]] = {}
+        self._pending_uuids: dict[str, float] = {}
+
+    # --- ingest -----------------------------------------------------------------------------
+    def key_owner(self, key: str) -> GuestKey | None:
+        """The guest a per-VM key belongs to, among the guests Proxmox lists."""
+        return self._vm_keys.get(key)
+
+    def vm_key_matches(self, key: str, cluster: str, vmid: int) -> bool:
+        from vmhealth.keys import same_secret
+
+        return bool(self.api_key) and same_secret(key, derive_vm_key(self.api_key or "", cluster, vmid))
+
+    def clusters_listing(self, vmid: int) -> list[str]:
+        with self.lock:
+            return [
+                name for name, state in self.clusters.items() if state.snapshot and vmid in state.snapshot.guests
+            ]
+
+    def vmid_for_uuid(self, uuid: str) -> GuestKey | None:
+        """The guest whose VM config has this SMBIOS UUID; unknown ones are queued for lookup."""
+        uuid = uuid.lower()
+        with self.lock:
+            for name, state in self.clusters.items():
+                vmid = state.uuids.get(uuid)
+                if vmid is not None:
+                    return name, vmid
+            if len(self._pending_uuids) < 10_000:
+                self._pending_uuids.setdefault(uuid, time.time())
+        return None
+
+    def pending_uuids(self) -> int:
+        with self.lock:
+            return len(self._pending_uuids)
+
+    def admit(self, cluster: str, vmid: int) -> str | None:
+        """None when a report for this guest may be stored, else why not (the unknown-guest cap)."""
+        key = (cluster, vmid)
+        with self.lock:
+            if key in self.heartbeats:
+                return None
+            state = self.clusters[cluster]
+            if state.snapshot is None:
+                if len(self.heartbeats) >= MAX_GUESTS_BEFORE_FIRST_POLL:
+                    return f"cluster {cluster!r} has not been read from Proxmox yet and the guest limit is reached"
+                return None
+            if vmid in state.snapshot.guests:
+                return None
+            if len(self._unknown[cluster]) >= self.max_unknown:
+                return (
+                    f"vmid {vmid} is not a guest Proxmox lists in cluster {cluster!r}, and the limit of "
+                    f"{self.max_unknown} unknown guests (exporter.max_unknown_guests) is reached"
+                )
+        return None
+
+    def record(self, cluster: str, vmid: int, heartbeat: Heartbeat) -> None:
+        key = (cluster, vmid)
+        with self.lock:
+            self.heartbeats[key] = heartbeat
+            self.dirty.add(key)
+            self.removed.discard(key)
+            snapshot = self.clusters[cluster].snapshot
+            if snapshot is not None and vmid not in snapshot.guests:
+                self._unknown[cluster].add(vmid)
+            self.clusters[cluster].paused.pop(vmid, None)
+
+    # --- polling ----------------------------------------------------------------------------
+    def apply_snapshot(self, cluster: str, snapshot: Snapshot, duration: float) -> None:
+        with self.lock:
+            state = self.clusters[cluster]
+            changed = state.snapshot is None or state.snapshot.guests.keys() != snapshot.guests.keys()
+            state.snapshot = snapshot
+            state.up = True
+            state.polled_once = True
+            state.last_error = ""
+            state.poll_duration = duration
+            state.last_success = snapshot.taken_at
+            state.paused = {v: s for v, s in state.paused.items() if v in snapshot.guests}
+            self._unknown[cluster] = {
+                vmid for (c, vmid) in self.heartbeats if c == cluster and vmid not in snapshot.guests
+            }
+        if changed and self.api_key:
+            self._rebuild_keys(cluster, snapshot)
+
+    def _rebuild_keys(self, cluster: str, snapshot: Snapshot) -> None:
+        keys = {derive_vm_key(self.api_key or "", cluster, vmid): (cluster, vmid) for vmid in snapshot.guests}
+        with self.lock:
+            self._vm_keys_by_cluster[cluster] = keys
+            merged: dict[str, GuestKey] = {}
+            for part in self._vm_keys_by_cluster.values():
+                merged.update(part)
+            self._vm_keys = merged
+
+    def poll_failed(self, cluster: str, error: str, duration: float) -> None:
+        with self.lock:
+            state = self.clusters[cluster]
+            state.up = False
+            state.polled_once = True
+            state.last_error = error
+            state.poll_duration = duration
+
+    def set_paused(self, cluster: str, vmid: int, qmpstatus: str | None) -> None:
+        with self.lock:
+            paused = self.clusters[cluster].paused
+            if qmpstatus and qmpstatus != "running":
+                paused[vmid] = qmpstatus
+            else:
+                paused.pop(vmid, None)
+
+    def add_uuids(self, cluster: str, found: dict[int, str | None]) -> None:
+        """Record VM configs read: vmid -> SMBIOS UUID (None when the config has none)."""
+        with self.lock:
+            state = self.clusters[cluster]
+            for vmid, uuid in found.items():
+                state.configs_read.add(vmid)
+                if uuid:
+                    state.uuids[uuid] = vmid
+                    self._pending_uuids.pop(uuid, None)
+
+    def expire_unknown(self, cluster: str, older_than: float) -> list[GuestKey]:
+        """Forget guests Proxmox no longer lists that have been silent since `older_than`."""
+        with self.lock:
+            snapshot = self.clusters[cluster].snapshot
+            if snapshot is None:
+                return []
+            gone = [
+                key for key, hb in self.heartbeats.items()
+                if key[0] == cluster and key[1] not in snapshot.guests and hb.received < older_than
+            ]
+            for key in gone:
+                del self.heartbeats[key]
+                self.dirty.discard(key)
+                self.removed.add(key)
+                self._unknown[cluster].discard(key[1])
+            cutoff = time.time() - 3600
+            self._pending_uuids = {u: t for u, t in self._pending_uuids.items() if t > cutoff}
+        return gone
+
+    # --- persistence ------------------------------------------------------------------------
+    def load(self, heartbeats: dict[GuestKey, Heartbeat]) -> None:
+        """Restore last-seen state at start; guests of clusters no longer configured are ignored."""
+        with self.lock:
+            for key, hb in heartbeats.items():
+                if key[0] in self.clusters:
+                    self.heartbeats[key] = hb
+
+    def take_changes(self) -> tuple[dict[GuestKey, Heartbeat], set[GuestKey]]:
+        """The heartbeats changed and the guests removed since the last call."""
+        with self.lock:
+            changed = {key: self.heartbeats[key] for key in self.dirty if key in self.heartbeats}
+            removed = set(self.removed)
+            self.dirty.clear()
+            self.removed.clear()
+        return changed, removed
+
+    def restore_changes(self, changed: dict[GuestKey, Heartbeat], removed: set[GuestKey]) -> None:
+        """Put back changes a failed write did not store, so the next flush retries them."""
+        with self.lock:
+            self.dirty.update(k for k in changed if k in self.heartbeats)
+            self.removed.update(k for k in removed if k not in self.heartbeats)
+
+    # --- reading ----------------------------------------------------------------------------
+    def view(self) -> tuple[dict[str, ClusterState], dict[GuestKey, Heartbeat]]:
+        """Shallow copies that readers may iterate without the lock."""
+        with self.lock:
+            clusters = {
+                name: ClusterState(
+                    name=s.name, snapshot=s.snapshot, up=s.up, polled_once=s.polled_once,
+                    last_error=s.last_error, poll_duration=s.poll_duration, last_success=s.last_success,
+                    paused=dict(s.paused),
+                )
+                for name, s in self.clusters.items()
+            }
+            return clusters, dict(self.heartbeats)

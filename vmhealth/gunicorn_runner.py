@@ -1,0 +1,62 @@
+"""Run a vmhealth WSGI app under gunicorn from the `vmhealth` command.
+
+The app is built in the worker (not the master), so its background threads run where requests are
+served; on worker exit the app's `stop` hook runs so that pending state is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+log = logging.getLogger(__name__)
+
+
+def gunicorn_settings(bind: str, threads: int, log_level: str = "info") -> dict[str, Any]:
+    """The settings every vmhealth server uses: one process (state in memory), several threads."""
+    return {
+        "bind": bind,
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "keepalive": 15,
+        "limit_request_line": 4094,
+        "limit_request_fields": 50,
+        "limit_request_field_size": 8190,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": log_level,
+    }
+
+
+class _Application(BaseApplication):
+    def __init__(self, factory: Callable[[], Any], settings: dict[str, Any], stop: Callable[[Any], None]):
+        self.factory, self.settings, self.stop = factory, settings, stop
+        self.app: Any = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.settings.items():
+            self.cfg.set(key, value)
+        runner = self
+
+        def worker_exit(_server: Any, _worker: Any) -> None:
+            if runner.app is not None:
+                runner.stop(runner.app)
+
+        self.cfg.set("worker_exit", worker_exit)
+
+    def load(self) -> Any:
+        self.app = self.factory()
+        return self.app
+
+
+def run_gunicorn(factory: Callable[[], Any], settings: dict[str, Any], stop: Callable[[Any], None]) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit status."""
+    _Application(factory, settings, stop).run()
+    return 0
