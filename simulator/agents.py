@@ -1,0 +1,152 @@
+"""Simulated in-guest agents: every running, responsive guest sends the original heartbeat payload to
+the exporter every interval (with jitter). One scheduler thread and a small pool of keep-alive HTTP
+sessions serve 10,000 guests; no thread per guest.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from vmhealth.keys import derive_vm_key
+from vmhealth.simulator.model import Cluster, Guest
+
+log = logging.getLogger(__name__)
+MB = 1024**2
+
+
+def heartbeat(guest: Guest, cluster_name: str, now: float) -> dict[str, Any]:
+    """The payload the original agent sent (vmid as a string), plus the cluster name."""
+    return {
+        "hostname": guest.name, "vmid": str(guest.vmid), "node": guest.node, "status": "running",
+        "cpuUsage": round(guest.cpu(now) * 100, 2), "ramUsage": guest.mem(now) // MB, "ramTotal": guest.maxmem // MB,
+        "diskUsage": guest.disk_used() // MB, "diskTotal": guest.maxdisk // MB, "uptime": guest.guest_uptime(now),
+        "timestamp": int(now), "cluster": cluster_name,
+    }
+
+
+class Agents:
+    """Sends heartbeats for the cluster's guests to `url` until `stop()`."""
+
+    def __init__(self, cluster: Cluster, url: str, interval: float, api_key: str = "", key_mode: str = "shared",
+                 jitter: float = 0.1, workers: int = 16, timeout: float = 5.0, verify: bool | str = True):
+        if interval <= 0:
+            raise ValueError("the agent interval must be positive")
+        if key_mode not in ("shared", "per-vm"):
+            raise ValueError(f"agent key mode must be shared or per-vm, not {key_mode!r}")
+        self.cluster = cluster
+        self.url = url.rstrip("/") + "/api/health/report"
+        self.interval = interval
+        self.api_key = api_key
+        self.key_mode = key_mode
+        self.jitter = jitter
+        self.timeout = timeout
+        self.verify = verify
+        self.workers = workers
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.results: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self.last_sent: dict[int, float] = {}
+
+    def key_for(self, vmid: int) -> str:
+        if self.key_mode == "per-vm":
+            return derive_vm_key(self.api_key, self.cluster.name, vmid)
+        return self.api_key
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sim-agent")
+        self._thread = threading.Thread(target=self._loop, name="sim-agents", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"url": self.url, "interval": self.interval, "key_mode": self.key_mode,
+                    "results": dict(self.results), "in_flight": self._in_flight, "last_error": self.last_error,
+                    "reporting": len(self.last_sent)}
+
+    def _loop(self) -> None:
+        rng = random.Random()
+        now = time.time()
+        with self.cluster.lock:
+            vmids = list(self.cluster.guests)
+        due = [(now + rng.uniform(0, self.interval), vmid) for vmid in vmids]
+        heapq.heapify(due)
+        recheck = min(self.interval, 1.0)
+        while not self._stop.is_set():
+            if not due:
+                self._stop.wait(1.0)
+                continue
+            when, vmid = due[0]
+            wait = when - time.time()
+            if wait > 0:
+                self._stop.wait(min(wait, 0.5))
+                continue
+            heapq.heappop(due)
+            self.cluster.tick()
+            with self.cluster.lock:
+                guest = self.cluster.guests[vmid]
+                now = time.time()
+                responsive = self.cluster.agent_responsive(guest, now)
+                payload = heartbeat(guest, self.cluster.name, now) if responsive else None
+            if payload is None:
+                heapq.heappush(due, (now + recheck, vmid))  # a silent guest: look again soon (it may reboot)
+                continue
+            self._send(vmid, payload)
+            spread = 1 + rng.uniform(-self.jitter, self.jitter)
+            heapq.heappush(due, (max(when + self.interval * spread, now + 0.01), vmid))
+
+    def _send(self, vmid: int, payload: dict[str, Any]) -> None:
+        with self._lock:
+            if self._in_flight >= self.workers * 64:  # the exporter cannot keep up: drop, as a busy agent would
+                self.results["dropped"] += 1
+                return
+            self._in_flight += 1
+        assert self._pool is not None
+        try:
+            self._pool.submit(self._post, vmid, payload)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._in_flight -= 1
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = self._local.session = requests.Session()
+            session.verify = self.verify
+        return session
+
+    def _post(self, vmid: int, payload: dict[str, Any]) -> None:
+        try:
+            response = self._session().post(self.url, json=payload, headers={"X-API-Key": self.key_for(vmid)},
+                                            timeout=self.timeout)
+            result = str(response.status_code)
+            error = None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
+        except Exception as exc:  # connection refused, timeout: the agent just tries again next interval
+            result, error = "error", f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._in_flight -= 1
+            self.results[result] += 1
+            if error:
+                self.last_error = error
+            else:
+                self.last_sent[vmid] = time.time()

@@ -1,0 +1,392 @@
+"""The simulated cluster's state: nodes, guests, tasks and the faults switched on.
+
+Everything that changes lives in `Cluster`, behind one lock. Time-dependent values (CPU, memory,
+uptime, running tasks) are computed from the clock when read, so no thread has to "move" 10,000
+guests; `tick()` finishes the tasks whose time has come and applies their effect. `version` grows
+on every change, so renderers can cache their JSON per (version, second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmhealth.simulator.tasks import Task, make_upid
+
+GIB = 1024**3
+UUID_NAMESPACE = uuid.UUID("7f1d7f5e-2b0c-4a53-9d51-3c1f0a5e8b10")
+QMP_STATES = ("running", "paused", "io-error", "prelaunch", "suspended", "internal-error")
+LOCKS = ("backup", "clone", "create", "migrate", "rollback", "snapshot", "snapshot-delete", "suspended", "suspending")
+
+
+class ApiError(Exception):
+    """An error the API returns as `{"data": null, "message": "<message>\\n"}` with `status`."""
+
+    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+def _unit(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) for the given parts (same guest, same value)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class Node:
+    name: str
+    nodeid: int
+    online: bool = True
+    maxcpu: int = 16
+    maxmem: int = 128 * GIB
+    started: float = field(default_factory=time.time)
+
+    @property
+    def ip(self) -> str:
+        return f"10.0.0.{self.nodeid}"
+
+
+@dataclass
+class Guest:
+    vmid: int
+    kind: str  # "qemu" | "lxc"
+    name: str
+    node: str
+    cpus: int
+    maxmem: int
+    maxdisk: int
+    started: float  # process start (Proxmox's uptime counts from here)
+    booted: float  # guest OS boot (the agent's uptime counts from here)
+    status: str = "running"
+    qmpstatus: str = "running"
+    lock: str | None = None
+    hung: bool = False
+    stuck: bool = False
+    template: bool = False
+    tags: str = ""
+    ha_managed: bool = False
+    pid: int = 0
+    migrate_to: str | None = None
+    migrate_at: float = 0.0
+
+    @property
+    def seed(self) -> float:
+        return _unit("guest", self.vmid)
+
+    @property
+    def uuid(self) -> str:
+        return str(uuid.uuid5(UUID_NAMESPACE, f"vm:{self.vmid}"))
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def label(self) -> str:
+        return "VM" if self.kind == "qemu" else "CT"
+
+    def uptime(self, now: float) -> int:
+        return max(0, int(now - self.started)) if self.running else 0
+
+    def guest_uptime(self, now: float) -> int:
+        return max(0, int(now - self.booted)) if self.running else 0
+
+    def cpu(self, now: float) -> float:
+        """CPU use as a fraction of the guest's vCPUs: a slow wave around a per-guest level."""
+        if not self.running or self.qmpstatus != "running":
+            return 0.0
+        if self.hung:
+            return round(1.0 / self.cpus, 4)  # one vCPU spinning
+        level = 0.02 + 0.3 * self.seed + 0.08 * math.sin(now / 60.0 + self.seed * 6.283)
+        return round(min(1.0, max(0.001, level)), 4)
+
+    def mem(self, now: float) -> int:
+        if not self.running:
+            return 0
+        share = 0.3 + 0.3 * self.seed + 0.04 * math.sin(now / 300.0 + self.seed * 6.283)
+        return int(self.maxmem * share)
+
+    def disk_used(self) -> int:
+        return int(self.maxdisk * (0.2 + 0.5 * _unit("disk", self.vmid)))
+
+    def net(self, now: float) -> tuple[int, int]:
+        up = self.uptime(now)
+        return int(up * (2_000 + 60_000 * self.seed)), int(up * (1_000 + 30_000 * self.seed))
+
+    def diskio(self, now: float) -> tuple[int, int]:
+        up = self.uptime(now)
+        return int(up * (8_000 + 200_000 * self.seed)), int(up * (4_000 + 100_000 * self.seed))
+
+
+class Cluster:
+    """Nodes, guests and tasks of one simulated cluster; every public method takes the lock."""
+
+    def __init__(
+        self,
+        name: str = "sim",
+        nodes: int = 3,
+        guests: int = 30,
+        lxc: int = 0,
+        templates: int = 0,
+        boot_seconds: float = 5.0,
+        task_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        if guests < 0 or lxc < 0 or templates < 0:
+            raise ValueError("guest counts cannot be negative")
+        self.name = name
+        self.boot_seconds = boot_seconds
+        self.task_seconds = task_seconds
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.version = 0
+        self.quorum_override: bool | None = None
+        self.nodes: dict[str, Node] = {f"pve{i}": Node(f"pve{i}", i) for i in range(1, nodes + 1)}
+        self.guests: dict[int, Guest] = {}
+        self.tasks: dict[str, Task] = {}
+        self._running: list[Task] = []  # tasks not finished yet, so tick() need not scan them all
+        self._migrating: list[Guest] = []
+        self._next_pid = 100_000
+        now = clock()
+        names = list(self.nodes)
+        specs = [("qemu", False)] * guests + [("lxc", False)] * lxc + [("qemu", True)] * templates
+        for index, (kind, template) in enumerate(specs):
+            vmid = 100 + index
+            seed = _unit("guest", vmid)
+            age = 3600 + int(seed * 30 * 86400)  # up for between an hour and a month already
+            guest = Guest(
+                vmid=vmid, kind=kind, name=f"{'ct' if kind == 'lxc' else 'vm'}{vmid}", node=names[index % len(names)],
+                cpus=(1, 2, 4, 8)[int(seed * 4)], maxmem=(1, 2, 4, 8)[int(_unit("mem", vmid) * 4)] * GIB,
+                maxdisk=(8, 32, 64, 128)[int(_unit("size", vmid) * 4)] * GIB,
+                started=now - age, booted=now - age, template=template, ha_managed=(vmid % 10 == 9 and not template),
+            )
+            if template:
+                guest.name = f"tpl{vmid}"
+                guest.status = guest.qmpstatus = "stopped"
+            else:
+                guest.pid = self._new_pid()
+            self.guests[vmid] = guest
+
+    # -- helpers (lock held) ------------------------------------------------------------------
+    def _new_pid(self) -> int:
+        self._next_pid += 7
+        return self._next_pid
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def now(self) -> float:
+        return self.clock()
+
+    @property
+    def quorate(self) -> bool:
+        if self.quorum_override is not None:
+            return self.quorum_override
+        online = sum(1 for n in self.nodes.values() if n.online)
+        return online * 2 > len(self.nodes)
+
+    def node(self, name: str) -> Node:
+        """The node, or the error a real cluster gives for a name that is not a member."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise ApiError(500, f"hostname lookup '{name}' failed - failed to get address info for: {name}: "
+                           "Name or service not known")
+        return node
+
+    def reachable_node(self, name: str) -> Node:
+        """The node if it answers; a request proxied to a node that is down gets a 595."""
+        node = self.node(name)
+        if not node.online:
+            raise ApiError(595, f"Connection refused - no route to host {node.ip}")
+        return node
+
+    def guest_on(self, node: str, kind: str, vmid: int, writing: bool = False) -> Guest:
+        """The guest `vmid` of `kind` on `node`, or the error Proxmox gives when it is not there."""
+        self.reachable_node(node)
+        guest = self.guests.get(vmid)
+        if guest is None or guest.kind != kind or guest.node != node:
+            if writing:
+                raise ApiError(500, f"unable to find configuration file for VM {vmid} on node '{node}'")
+            folder = "qemu-server" if kind == "qemu" else "lxc"
+            raise ApiError(500, f"Configuration file 'nodes/{node}/{folder}/{vmid}.conf' does not exist")
+        return guest
+
+    def agent_responsive(self, guest: Guest, now: float) -> bool:
+        """Whether the guest's in-guest agent answers (and so sends heartbeats)."""
+        return (
+            guest.running and not guest.template and not guest.hung and guest.qmpstatus == "running"
+            and self.nodes[guest.node].online and now >= guest.booted + self.boot_seconds
+        )
+
+    # -- time ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Finish due tasks and migrations (called before every read)."""
+        with self.lock:
+            now = self.clock()
+            for task in [t for t in self._running if t.end_at <= now]:
+                if task.effect is not None:
+                    task.effect()
+                task.finish()
+                self._running.remove(task)
+                self._changed()
+            for guest in [g for g in self._migrating if g.migrate_at <= now]:
+                guest.node, guest.migrate_to, guest.lock = guest.migrate_to or guest.node, None, None
+                self._migrating.remove(guest)
+                self._changed()
+
+    # -- guest actions (the POST status/* endpoints) ---------------------------------------------
+    def action(self, node: str, kind: str, vmid: int, action: str, user: str) -> str:
+        """Start the task for `action` on a guest and return its UPID, as Proxmox does."""
+        with self.lock:
+            self.tick()
+            if action not in ("start", "stop", "shutdown", "reboot") and not (kind == "qemu" and action == "reset"):
+                raise ApiError(501, f"Method 'POST /nodes/{node}/{kind}/{vmid}/status/{action}' not implemented")
+            guest = self.guest_on(node, kind, vmid, writing=True)
+            if not self.quorate:
+                raise ApiError(500, "cluster not ready - no quorum?")
+            now = self.clock()
+            if action == "start" and guest.template:
+                raise ApiError(500, "you can't start a vm if it's a template")
+            if action in ("reset", "reboot", "shutdown") and not guest.running:
+                raise ApiError(500, f"{guest.label} {vmid} not running")
+            if action == "start" and guest.running:
+                raise ApiError(500, f"{guest.label} {vmid} already running")
+            prefix = "qm" if kind == "qemu" else "vz"
+            task_type = f"{prefix}{action}"
+            if guest.ha_managed and action in ("start", "stop"):
+                task_type = f"ha{action}"
+            exit_status, effect = self._outcome(guest, action, now)
+            upid = make_upid(node, self._new_pid(), now, task_type, str(vmid), user)
+            task = Task.create(upid, vmid, end_at=now + self.task_seconds, effect=effect, exitstatus=exit_status)
+            self.tasks[upid] = task
+            self._running.append(task)
+            self._changed()
+            return upid
+
+    def _outcome(self, guest: Guest, action: str, now: float) -> tuple[str, Callable[[], None] | None]:
+        """The exit status the task will end with, and what it does to the guest when it ends."""
+        if guest.lock:
+            return f"{guest.label} is locked ({guest.lock})", None
+        if action == "reset":
+            if guest.stuck:
+                return f"VM {guest.vmid} qmp command 'system_reset' failed - got timeout", None
+            return "OK", lambda: self._reboot_os(guest, restart_process=False)
+        if action in ("reboot", "shutdown") and (guest.stuck or (guest.hung and guest.kind == "qemu")):
+            return "VM quit/powerdown failed - got timeout", None
+        if action == "reboot":
+            return "OK", lambda: self._reboot_os(guest, restart_process=True)
+        if action in ("stop", "shutdown"):
+            return "OK", lambda: self._power_off(guest)
+        return "OK", lambda: self._power_on(guest)
+
+    def _reboot_os(self, guest: Guest, restart_process: bool) -> None:
+        now = self.clock()
+        guest.hung = False
+        guest.qmpstatus = "running"
+        guest.booted = now
+        if restart_process:  # a reboot starts a new QEMU process; a reset keeps it
+            guest.started, guest.pid = now, self._new_pid()
+
+    def _power_off(self, guest: Guest) -> None:
+        guest.status = guest.qmpstatus = "stopped"
+        guest.hung = guest.stuck = False
+        guest.pid = 0
+
+    def _power_on(self, guest: Guest) -> None:
+        if guest.running:
+            return
+        now = self.clock()
+        guest.status = guest.qmpstatus = "running"
+        guest.started = guest.booted = now
+        guest.pid = self._new_pid()
+
+    # -- faults (the control API) ---------------------------------------------------------------
+    def guest(self, vmid: int) -> Guest:
+        guest = self.guests.get(vmid)
+        if guest is None:
+            raise ApiError(404, f"no guest {vmid} in the simulated cluster")
+        return guest
+
+    def set_fault(self, vmid: int, fault: str, value: Any = None) -> Guest:
+        """Switch a guest fault on or off; `fault` is a control-API verb (hang, stuck, pause, lock, ...)."""
+        with self.lock:
+            self.tick()
+            guest = self.guest(vmid)
+            if fault in ("hang", "stuck", "pause") and not guest.running:
+                raise ApiError(409, f"guest {vmid} is stopped; start it first")
+            if fault == "hang":
+                guest.hung = True
+            elif fault == "stuck":
+                guest.hung = guest.stuck = True
+            elif fault in ("unhang", "recover"):
+                guest.hung = guest.stuck = False
+                guest.qmpstatus = "running" if guest.running else "stopped"
+            elif fault == "pause":
+                state = value or "paused"
+                if state not in QMP_STATES or state == "running":
+                    raise ApiError(400, f"qmpstatus must be one of {', '.join(QMP_STATES[1:])}, not {state!r}")
+                guest.qmpstatus = state
+            elif fault == "resume":
+                guest.qmpstatus = "running" if guest.running else "stopped"
+            elif fault == "lock":
+                lock = value or "backup"
+                if lock not in LOCKS:
+                    raise ApiError(400, f"lock must be one of {', '.join(LOCKS)}, not {lock!r}")
+                guest.lock = lock
+            elif fault == "unlock":
+                guest.lock = None
+            elif fault == "stop":
+                self._power_off(guest)
+            elif fault == "start":
+                self._power_on(guest)
+            elif fault == "tags":
+                guest.tags = str(value or "")
+            else:
+                raise ApiError(404, f"unknown guest fault {fault!r}")
+            self._changed()
+            return guest
+
+    def migrate(self, vmid: int, target: str, seconds: float = 0.0) -> Guest:
+        """Move a guest to `target`; with `seconds`, it holds the `migrate` lock that long first."""
+        with self.lock:
+            self.tick()
+            guest = self.guest(vmid)
+            if target not in self.nodes:
+                raise ApiError(400, f"no node {target!r} (nodes: {', '.join(self.nodes)})")
+            if target == guest.node:
+                raise ApiError(400, f"guest {vmid} is already on {target}")
+            if seconds > 0:
+                guest.lock, guest.migrate_to, guest.migrate_at = "migrate", target, self.clock() + seconds
+                self._migrating.append(guest)
+            else:
+                guest.node = target
+            self._changed()
+            return guest
+
+    def set_node_online(self, name: str, online: bool) -> Node:
+        with self.lock:
+            node = self.nodes.get(name)
+            if node is None:
+                raise ApiError(404, f"no node {name!r} (nodes: {', '.join(self.nodes)})")
+            if online and not node.online:
+                node.started = self.clock()
+            node.online = online
+            self._changed()
+            return node
+
+    def set_quorum(self, quorate: bool | None) -> None:
+        """Force quorum on or off; None goes back to computing it from the online nodes."""
+        with self.lock:
+            self.quorum_override = quorate
+            self._changed()
