@@ -17,7 +17,6 @@ from vmhealth.agent.collect import Collector
 from vmhealth.agent.payload import build
 from vmhealth.agent.push import HINTS, Pusher
 from vmhealth.agent.runner import effective_timeout, identity_from
-
 from vmhealth.config import split_listen
 
 

@@ -23,7 +23,8 @@ import psutil
 log = logging.getLogger("vmhealth.agent.collect")
 
 # Interfaces that carry no guest traffic; their counters would only double what the NICs see.
-_LOOPBACK_PREFIXES = ("lo", "Loopback Pseudo-Interface")
+_LOOPBACK = ("lo", "Loopback Pseudo-Interface")
+_INSIDE_OTHERS = frozenset({"guest", "guest_nice", "interrupt", "dpc"})
 
 
 @dataclass
@@ -116,8 +117,8 @@ class Collector:
         if times is None:
             return None
         fields = times._asdict()
-        # guest time is already counted in user (Linux), as node_exporter documents; not added twice.
-        total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+        # Not added twice: guest time is inside user (Linux), interrupt and DPC time inside system (Windows).
+        total = sum(v for k, v in fields.items() if k not in _INSIDE_OTHERS)
         idle = fields.get("idle", 0.0) + fields.get("iowait", 0.0)
         ratio = None
         if self._prev_cpu is not None:
@@ -152,7 +153,7 @@ class Collector:
         nics = self._part("network", self.ps.net_io_counters, True)
         if nics is not None:
             for name, counters in nics.items():
-                if not name.startswith(_LOOPBACK_PREFIXES):
+                if name != _LOOPBACK[0] and not name.startswith(_LOOPBACK[1]):
                     sample.net_rx_bytes[name] = int(counters.bytes_recv)
                     sample.net_tx_bytes[name] = int(counters.bytes_sent)
         if self.loadavg is not None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from vmhealth import __version__
 from vmhealth.agent.collect import Sample
 from vmhealth.agent.payload import Identity
-
-from vmhealth import __version__
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COLLECTORS = ("cpu", "memory", "swap", "filesystem", "network", "load", "boot_time")

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vmhealth.agent.collect import Sample
-
 from vmhealth import __version__
+from vmhealth.agent.collect import Sample
 
 MB = 1024 * 1024
 

@@ -68,7 +68,6 @@ class Agent:
 
     def start_server(self) -> None:
         from vmhealth.agent.server import MetricsServer
-
         from vmhealth.config import split_listen
 
         host, port = split_listen(self.cfg.listen)
