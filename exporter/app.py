@@ -163,7 +163,7 @@ def _ingest(exporter: Exporter) -> tuple[str, int, str, dict[str, str] | None]:
     identity, authorized = _authenticate(exporter, key, data)
     if not authorized:
         return "unauthorized", 401, "wrong API key", None
-    parsed = parse_report(data, time.time())
+    parsed = parse_report(data, time.time(), identified=identity is not None)
     if not isinstance(parsed, Report):
         names = ", ".join(sorted(parsed))
         return "invalid", 400, f"invalid report: {names}", parsed

@@ -158,8 +158,11 @@ def _bytes(fields: _Fields, bytes_name: str, mb_name: str) -> int | None:
     return round(in_mb * MB) if in_mb is not None else None
 
 
-def parse_report(data: dict[str, Any], received: float) -> Report | dict[str, str]:
-    """A Report, or field -> problem for every field that is wrong."""
+def parse_report(data: dict[str, Any], received: float, identified: bool = False) -> Report | dict[str, str]:
+    """A Report, or field -> problem for every field that is wrong.
+
+    `identified`: the key already says which guest this is (a per-VM key), so vmid may be left out.
+    """
     fields = _Fields(data)
     hostname = fields.string("hostname", required=True)
     vmid = fields.vmid()
@@ -179,7 +182,7 @@ def parse_report(data: dict[str, Any], received: float) -> Report | dict[str, st
     net_tx = fields.number("netTxBytes", high=2**64, integer=True)
     load1 = fields.number("load1", high=1e6)
     disks = fields.disks()
-    if vmid is None and uuid is None and "vmid" not in fields.problems:
+    if vmid is None and uuid is None and not identified and "vmid" not in fields.problems:
         fields.problems["vmid"] = "required (or send uuid, the guest's SMBIOS UUID)"
     # 1% slack: guests round MB independently.
     if mem_used is not None and mem_total is not None and mem_used > mem_total * 1.01 + MB:

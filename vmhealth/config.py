@@ -92,6 +92,8 @@ def _policy_section() -> Section:
             "deny_tags": Key("strlist", ["vmhealth-noreset"], doc="never reset guests with these tags"),
             "escalate": Key("bool", False, doc="after a failed reset, stop + start (not HA-managed guests)"),
             "task_timeout": Key("duration", "2m", doc="how long to follow a reset task's UPID"),
+            "circuit_min_hung": Key("int", 2, minimum=1, doc="the circuit breaker needs at least this many hung"),
+            "retry_interval": Key("duration", "1m", doc="after a skip for a passing reason, next look no sooner"),
         }
     )
 
@@ -151,6 +153,7 @@ SCHEMA = Section(
                 "admin_token": Key("str", None, secret=True, doc="manual reset / release"),
                 "database_url": Key("url", "sqlite:///vmhealth-webhook.db"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
+                "claim_lease": Key("duration", "5m", doc="a claimed alert not finished by then is taken over"),
                 "policy": _policy_section(),
             }
         ),
@@ -159,10 +162,10 @@ SCHEMA = Section(
                 "exporter_url": Key("url", "http://127.0.0.1:9747"),
                 "api_key": Key("str", None, secret=True),
                 "vmid": Key("int", None, minimum=1, maximum=999999999),
+                "uuid": Key("str", None, doc="SMBIOS UUID to send instead of reading the firmware's (non-root)"),
                 "cluster": Key("str", None, doc="cluster name, when the exporter serves several"),
                 "interval": Key("duration", "30s"),
                 "timeout": Key("duration", "10s"),
-                "uuid": Key("str", None, doc="SMBIOS UUID to send instead of reading the firmware's (non-root)"),
                 "mode": Key("str", "push", choices=("push", "pull", "both")),
                 "listen": Key("listen", "0.0.0.0:9748"),
                 "mounts": Key("strlist", [], doc="extra mountpoints to report besides the root volume"),
@@ -394,6 +397,7 @@ class _LazyItem(dict):
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], loader: _Loader) -> None:
+    given = set(raw)
     names = _env_names(SCHEMA, raw, ENV_PREFIX)
     for env, value in sorted(environ.items()):
         if not env.startswith(ENV_PREFIX) or env in NON_KEY_ENV:
@@ -405,7 +409,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], loader: _Loader)
         mapping, key = target
         mapping[key] = _FromEnv(value)
     # Drop the empty sections that only the name lookup created.
-    for name in [n for n, v in raw.items() if v == {} or v == []]:
+    for name in [n for n, v in raw.items() if n not in given and v in ({}, [])]:
         del raw[name]
 
 

@@ -48,6 +48,7 @@ def _alembic_config(engine: Engine, component: str):  # type: ignore[no-untyped-
         raise ValueError(f"unknown component {component!r}")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(MIGRATIONS / component / "versions"))
     config.attributes["engine"] = engine
     config.attributes["version_table"] = f"alembic_version_{component}"

@@ -1,0 +1,110 @@
+"""The configuration loader: defaults, environment overrides, secret files, and complete error lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmhealth.config import ConfigError, load, redacted
+from vmhealth.durations import format_duration, parse_duration
+
+CLUSTER = {"name": "lab", "host": "pve1:8006", "token_id": "monitor@pve!vmhealth", "token_secret": "s3cret"}
+
+
+def problems(**kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(**kwargs)
+    return info.value.problems
+
+
+def test_defaults_of_the_design():
+    config = load(raw={"clusters": [CLUSTER]}, environ={})
+    assert config.exporter.listen == "127.0.0.1:9747" and config.webhook.listen == "127.0.0.1:9749"
+    assert config.agent.listen == "0.0.0.0:9748" and config.agent.mode == "push"
+    assert config.thresholds.stale_timeout == 300 and config.thresholds.cpu_percent == 80
+    assert config.webhook.policy.max_attempts == 3 and config.webhook.policy.cooldown == 600
+    assert config.clusters[0].verify_ssl is True
+
+
+def test_environment_overrides_keys_and_list_items():
+    env = {"VMHEALTH_EXPORTER_LISTEN": "0.0.0.0:9000", "VMHEALTH_CLUSTERS_0_TOKEN_SECRET": "from-env",
+           "VMHEALTH_CLUSTERS_1_NAME": "b", "VMHEALTH_CLUSTERS_1_HOST": "pve-b", "VMHEALTH_CLUSTERS_1_USER": "root@pam",
+           "VMHEALTH_CLUSTERS_1_PASSWORD": "pw", "VMHEALTH_CLUSTERS_1_VERIFY_SSL": "false",
+           "VMHEALTH_THRESHOLDS_STALE_TIMEOUT": "90s", "VMHEALTH_WEBHOOK_POLICY_DENY_VMIDS": "100, 101"}
+    config = load(raw={"clusters": [CLUSTER]}, environ=env)
+    assert config.exporter.listen == "0.0.0.0:9000"
+    assert config.clusters[0].token_secret == "from-env"
+    assert config.clusters[1].name == "b" and config.clusters[1].verify_ssl is False
+    assert config.thresholds.stale_timeout == 90
+    assert config.webhook.policy.deny_vmids == [100, 101]
+
+
+def test_environment_only_configuration_for_the_agent():
+    config = load(raw={}, environ={"VMHEALTH_AGENT_API_KEY": "k", "VMHEALTH_AGENT_VMID": "104"}, components=["agent"])
+    assert config.agent.vmid == 104 and config.clusters == []
+
+
+def test_secret_from_file(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("file-secret\n")
+    cluster = {**CLUSTER, "token_secret_file": str(secret)}
+    del cluster["token_secret"]
+    assert load(raw={"clusters": [cluster]}, environ={}).clusters[0].token_secret == "file-secret"
+    cluster["token_secret_file"] = str(tmp_path / "missing")
+    assert any(p.startswith("clusters[0].token_secret_file: cannot read") for p in problems(raw={"clusters": [cluster]},
+                                                                                           environ={}))
+
+
+def test_every_problem_is_listed_with_its_path():
+    raw = {
+        "clusters": [{"name": "lab", "host": "h", "tokn_id": "x"}, {"name": "lab", "host": "h", "user": "u"}],
+        "thresholds": {"cpu_percent": 120, "stale_timeout": "soon"},
+        "exporter": {"listen": "nowhere", "poll_interval": -1},
+        "webhook": {"policy": {"max_atempts": 3}},
+        "extra": {},
+    }
+    found = problems(raw=raw, environ={"VMHEALTH_EXPORTER_LISTN": "x"}, components=["exporter", "webhook"])
+    for expected in [
+        "clusters[0].tokn_id: unknown key (did you mean 'token_id'?)",
+        "clusters[0].token_secret: missing (give token_id + token_secret, or user + password)",
+        "clusters[1].name: 'lab' is used by another cluster",
+        "clusters[1].password: missing",
+        "thresholds.cpu_percent: 120.0 is above the maximum 100",
+        "exporter.listen: 'nowhere' is not HOST:PORT (for example 127.0.0.1:9747)",
+        "exporter.poll_interval: a duration cannot be negative",
+        "webhook.policy.max_atempts: unknown key (did you mean 'max_attempts'?)",
+        "extra: unknown key",
+        "exporter.api_key: missing",
+        "webhook.token: missing",
+        "webhook.admin_token: missing",
+    ]:
+        assert expected in found, found
+    assert any(p.startswith("thresholds.stale_timeout: 'soon' is not a duration") for p in found)
+    assert any(p.startswith("VMHEALTH_EXPORTER_LISTN: unknown environment variable (did you mean") for p in found)
+
+
+def test_redacted_hides_secrets():
+    shown = redacted(load(raw={"clusters": [CLUSTER]}, environ={}))
+    assert shown["clusters"][0]["token_secret"] == "<set>" and "s3cret" not in repr(shown)
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    path = tmp_path / "broken.yml"
+    path.write_text("clusters:\n  - name: [unclosed\n")
+    found = problems(path=path, environ={})
+    assert found[0].startswith(f"{path}: not valid YAML at line")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), (15, 15),
+                                               ("2.5", 2.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "m5", "-3s", True, [1]])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert format_duration(5400) == "1h30m" and format_duration(0.25) == "250ms"

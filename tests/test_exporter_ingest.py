@@ -1,0 +1,181 @@
+"""POST /api/health/report: the original payload, the extended form, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+
+from tests.exporter_fixtures import API_KEY, PVE, cluster_status, exporter_config, report, resource
+from vmhealth.exporter.app import create_app
+from vmhealth.keys import derive_vm_key
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(exporter_config(tmp_path, max_unknown_guests=2), start=False)
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{PVE}/cluster/resources", json={"data": [resource(100), resource(101), resource(200, kind="lxc")]})
+        rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True})})
+        app.extensions["vmhealth_exporter"].poll_all()
+    yield app
+    app.extensions["vmhealth_exporter"].db.close()
+
+
+def post(app, body, key=API_KEY, content_type="application/json"):
+    headers = {"X-API-Key": key} if key is not None else {}
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return app.test_client().post("/api/health/report", data=data, headers=headers, content_type=content_type)
+
+
+def heartbeats(app):
+    return app.extensions["vmhealth_exporter"].store.heartbeats
+
+
+def test_original_payload_is_accepted_unchanged(app):
+    reply = post(app, report(100))
+    assert reply.status_code == 200
+    assert reply.json == {"success": True, "message": "Health report received for web-server-01"}
+    hb = heartbeats(app)[("lab", 100)]
+    assert hb.cpu_ratio == pytest.approx(0.452)
+    assert hb.mem_used == 2048 * 1024 * 1024 and hb.mem_total == 4096 * 1024 * 1024
+    assert hb.disk_total == 100000 * 1024 * 1024
+
+
+def test_guest_timestamp_is_informational(app):
+    """A guest clock hours off does not move the heartbeat time: the server's receive time counts."""
+    post(app, report(100, timestamp=1))
+    assert heartbeats(app)[("lab", 100)].received > 1_700_000_000
+
+
+def test_extended_form(app):
+    body = report(100, memUsedBytes=123, memTotalBytes=456, netRxBytes=10, netTxBytes=20, load1=0.5,
+                  disks=[{"mountpoint": "/", "usedBytes": 1, "totalBytes": 2},
+                         {"mountpoint": "/var", "usedBytes": 3, "totalBytes": 4}], agentVersion="0.1.0",
+                  somethingNew={"ignored": True})
+    assert post(app, body).status_code == 200
+    hb = heartbeats(app)[("lab", 100)]
+    assert (hb.mem_used, hb.mem_total, hb.net_rx, hb.load1) == (123, 456, 10, 0.5)
+    assert [d.mountpoint for d in hb.disks] == ["/", "/var"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"cpuUsage": "45"}, "cpuUsage"),
+        ({"cpuUsage": 100.5}, "cpuUsage"),
+        ({"cpuUsage": -1}, "cpuUsage"),
+        ({"ramUsage": -5}, "ramUsage"),
+        ({"ramTotal": True}, "ramTotal"),
+        ({"ramUsage": 8192, "ramTotal": 4096}, "ramUsage"),
+        ({"diskTotal": 10**20}, "diskTotal"),
+        ({"uptime": 10**12}, "uptime"),
+        ({"hostname": "x" * 256}, "hostname"),
+        ({"hostname": ""}, "hostname"),
+        ({"hostname": None}, "hostname"),
+        ({"hostname": 5}, "hostname"),
+        ({"vmid": "abc"}, "vmid"),
+        ({"vmid": 0}, "vmid"),
+        ({"vmid": 1.5}, "vmid"),
+        ({"vmid": None}, "vmid"),
+        ({"disks": "all"}, "disks"),
+        ({"disks": [{"mountpoint": "/"}]}, "disks[0].usedBytes"),
+        ({"disks": [{"mountpoint": "/", "usedBytes": 1, "totalBytes": 2}] * 2}, "disks[1].mountpoint"),
+    ],
+)
+def test_bad_fields_are_named(app, fields, bad):
+    body = report(100)
+    body.update(fields)
+    reply = post(app, body)
+    assert reply.status_code == 400, reply.json
+    assert bad in reply.json["fields"]
+    assert reply.json["success"] is False
+    assert ("lab", 100) not in heartbeats(app)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused(app, literal):
+    body = json.dumps(report(100)).replace("45.2", literal)
+    reply = post(app, body)
+    assert reply.status_code == 400
+    assert literal in reply.json["error"]
+
+
+def test_several_problems_reported_at_once(app):
+    reply = post(app, report(100, cpuUsage=500, ramUsage="lots", uptime=-3))
+    assert set(reply.json["fields"]) == {"cpuUsage", "ramUsage", "uptime"}
+
+
+def test_not_json_is_415_and_broken_json_is_400(app):
+    assert post(app, "hostname=x", content_type="application/x-www-form-urlencoded").status_code == 415
+    assert post(app, "{not json", content_type="application/json").status_code == 400
+    assert post(app, "[1, 2]").status_code == 400
+
+
+def test_body_over_the_limit_is_413(tmp_path):
+    app = create_app(exporter_config(tmp_path, max_body_bytes=2048), start=False)
+    try:
+        reply = post(app, report(100, hostname="h", padding="x" * 4096))
+        assert reply.status_code == 413
+        assert "2048" in reply.json["error"]
+        assert app.extensions["vmhealth_exporter"].store.heartbeats == {}
+    finally:
+        app.extensions["vmhealth_exporter"].db.close()
+
+
+def test_missing_and_wrong_keys_are_401(app):
+    assert post(app, report(100), key=None).status_code == 401
+    reply = post(app, report(100), key="not-the-key")
+    assert reply.status_code == 401
+    assert "not-the-key" not in reply.get_data(as_text=True)
+    assert heartbeats(app) == {}
+
+
+def test_per_vm_key_reports_only_for_its_own_guest(app):
+    own = derive_vm_key(API_KEY, "lab", 101)
+    assert post(app, report(101), key=own).status_code == 200
+    reply = post(app, report(100), key=own)
+    assert reply.status_code == 403
+    assert ("lab", 100) not in heartbeats(app)
+
+
+def test_per_vm_key_without_vmid_identifies_the_guest(app):
+    own = derive_vm_key(API_KEY, "lab", 200)
+    assert post(app, report(None), key=own).status_code == 200
+    assert ("lab", 200) in heartbeats(app)
+
+
+def test_shared_key_refused_when_only_per_vm_keys_are_allowed(tmp_path):
+    app = create_app(exporter_config(tmp_path, per_vm_keys=True), start=False)
+    try:
+        assert post(app, report(100)).status_code == 401
+        assert post(app, report(100), key=derive_vm_key(API_KEY, "lab", 100)).status_code == 200
+    finally:
+        app.extensions["vmhealth_exporter"].db.close()
+
+
+def test_unknown_guests_are_capped(app):
+    """Guests Proxmox does not list are accepted up to max_unknown_guests, then refused with 404."""
+    assert post(app, report(900)).status_code == 200
+    assert post(app, report(901)).status_code == 200
+    reply = post(app, report(902))
+    assert reply.status_code == 404
+    assert "max_unknown_guests" in reply.json["error"]
+    assert post(app, report(900)).status_code == 200  # already admitted guests keep reporting
+    assert post(app, report(100)).status_code == 200  # known guests are never capped
+    assert len(heartbeats(app)) == 3
+
+
+def test_unknown_cluster_is_refused(app):
+    reply = post(app, report(100, cluster="elsewhere"))
+    assert reply.status_code == 400
+    assert "elsewhere" in reply.json["error"]
+
+
+def test_report_counters(app):
+    post(app, report(100))
+    post(app, report(100, cpuUsage=-1))
+    post(app, report(100), key="bad")
+    counts = app.extensions["vmhealth_exporter"].reports
+    assert (counts["accepted"], counts["invalid"], counts["unauthorized"]) == (1, 1, 1)
