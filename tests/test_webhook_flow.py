@@ -1,0 +1,414 @@
+"""The webhook's decisions end to end inside one app: receiver, policy, actions, history, metrics.
+
+Proxmox is `responses` (FakePve); the database is a real SQLite file. Events are processed by
+`process_all`, which claims and decides them the way the worker does, so each test is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import responses
+from sqlalchemy import update
+
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config, payload, timeout_error
+from vmhealth.models.webhook import Action, AlertEvent, Incident
+from vmhealth.webhook import create_app
+
+
+def process_all(ctx: Any, rounds: int = 20) -> None:
+    """Claim and decide every pending event, as the worker would (bounded)."""
+    for _ in range(rounds):
+        ids = ctx.store.claim_events(ctx.worker_id, 100, time.time(), ctx.lease)
+        if not ids:
+            return
+        for event_id in ids:
+            ctx.run_inline(event_id)
+    raise AssertionError("events kept coming back")
+
+
+@pytest.fixture
+def make(tmp_path: Any) -> Iterator[Any]:
+    apps: list[Any] = []
+    mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+    mock.start()
+    pve = FakePve(mock)
+    for vmid in range(900, 910):  # stopped guests: the circuit breaker's denominator
+        pve.add(vmid, status="stopped", uptime=0)
+
+    def build(**policy: Any) -> SimpleNamespace:
+        config = make_config(f"sqlite:///{tmp_path}/webhook.db", **policy)
+        app = create_app(config, start_worker=False, task_poll_interval=0.01, settle=0.05)
+        apps.append(app)
+        ctx = app.extensions["vmhealth"]
+        client = app.test_client()
+
+        def send(body: Any, token: str | None = None) -> Any:
+            response = client.post("/alerts", json=body, headers=auth(token) if token else auth())
+            process_all(ctx)
+            return response
+
+        return SimpleNamespace(app=app, ctx=ctx, client=client, pve=pve, send=send, store=ctx.store)
+
+    try:
+        yield build
+    finally:
+        for app in apps:
+            app.extensions["vmhealth"].close()
+        mock.stop()
+        mock.reset()
+
+
+def time_passes(wh: Any, seconds: float) -> None:
+    """Move every recorded time back, as if `seconds` had passed."""
+    with wh.store.tx() as session:
+        session.execute(update(Action).values(at=Action.at - seconds))
+        session.execute(update(Incident).where(Incident.next_attempt_at.is_not(None)).values(
+            next_attempt_at=Incident.next_attempt_at - seconds, last_attempt_at=Incident.last_attempt_at - seconds))
+        session.execute(update(AlertEvent).where(AlertEvent.retry_after.is_not(None)).values(
+            retry_after=AlertEvent.retry_after - seconds))
+
+
+def history(wh: Any, vmid: int) -> list[dict[str, Any]]:
+    return wh.client.get(f"/api/resets?vmid={vmid}&limit=1000").get_json()["resets"]
+
+
+def outcomes(wh: Any, vmid: int) -> list[str]:
+    return [row["outcome"] for row in reversed(history(wh, vmid))]
+
+
+def sample(wh: Any, name: str, **labels: str) -> float | None:
+    return wh.ctx.metrics.registry.get_sample_value(name, labels)
+
+
+def test_firing_resets_once_and_records_the_task(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    response = wh.send(payload("v4-firing-single.json"))
+    assert response.status_code == 200, response.get_json()
+    assert wh.pve.resets(100) == 1
+    [row] = history(wh, 100)
+    assert row["outcome"] == "success" and row["action"] == "reset" and row["attempt"] == 1
+    assert row["upid"].startswith("UPID:pve1:") and row["exitstatus"] == "OK"
+    assert row["actor"] == "alertmanager" and row["node"] == "pve1" and row["name"] == "vm100"
+    assert sample(wh, "vmhealth_remediation_actions_total", cluster="lab", action="reset", result="success") == 1
+    assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") == 1
+    assert sample(wh, "vmhealth_remediation_action_latency_seconds_count") == 1
+
+
+def test_every_shared_payload_is_accepted(make: Any) -> None:
+    wh = make(cooldown="1h")
+    wh.pve.add(100)
+    wh.pve.add(101)
+    for name in ("v4-firing-single.json", "v4-firing-am0.34-extra-fields.json", "v4-receiver-name-escaped.json",
+                 "v4-repeat-interval.json", "v4-truncated-max_alerts-1.json", "v4-grouped-mixed-status.json"):
+        assert wh.send(payload(name)).status_code == 200, name
+    # All of them are the same alert (fingerprint + startsAt): one reset; 101's alert is resolved.
+    assert wh.pve.resets() == 1
+    assert wh.pve.resets(101) == 0
+
+
+def test_duplicates_sequential_and_parallel_reset_once(make: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    wh = make()
+    wh.pve.add(100)
+    body = firing(100)
+    with ThreadPoolExecutor(5) as pool:
+        codes = list(pool.map(lambda _: wh.client.post("/alerts", json=body, headers=auth()).status_code, range(5)))
+    assert codes == [200] * 5
+    for _ in range(5):
+        wh.send(body)
+    assert wh.pve.resets(100) == 1
+    assert outcomes(wh, 100) == ["success"]
+
+
+def test_resolved_closes_the_incident_and_attempts_start_again(make: Any) -> None:
+    wh = make(cooldown="0s")
+    wh.pve.add(100)
+    wh.send(firing(100))
+    wh.pve.guests[100]["uptime"] = 86400
+    assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") == 1
+    assert wh.send(firing(100, status="resolved")).status_code == 200
+    assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") is None
+    assert outcomes(wh, 100) == ["success", "resolved"]
+    # A new incident (new startsAt) starts from attempt 1 again.
+    wh.send(firing(100, starts_at="2026-01-01T02:00:00Z"))
+    rows = history(wh, 100)
+    assert rows[0]["outcome"] == "success" and rows[0]["attempt"] == 1 and wh.pve.resets(100) == 2
+
+
+def test_a_resolved_alert_that_arrives_first_prevents_the_reset(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    wh.client.post("/alerts", json=firing(100), headers=auth())
+    wh.send(firing(100, status="resolved"))
+    wh.send(firing(100))
+    assert wh.pve.resets(100) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"status": "stopped", "uptime": 0}, "skipped:not-running"),
+        ({"qmpstatus": "paused"}, "skipped:paused"),
+        ({"qmpstatus": "io-error"}, "skipped:paused"),
+        ({"lock": "backup"}, "skipped:locked"),
+        ({"template": 1}, "skipped:template"),
+        ({"uptime": 30}, "skipped:booting"),
+        ({"tags": "prod;vmhealth-noreset"}, "skipped:denied-tag"),
+    ],
+)
+def test_guests_that_must_not_be_reset_are_skipped_with_the_reason(make: Any, change: dict, reason: str) -> None:
+    wh = make()
+    wh.pve.add(100, **change)
+    assert wh.send(firing(100)).status_code == 200
+    assert wh.pve.posts == []
+    [row] = history(wh, 100)
+    assert row["outcome"] == reason and row["error"]
+
+
+def test_node_offline_no_quorum_deny_list_and_opt_in(make: Any) -> None:
+    wh = make(deny_vmids=[102], opt_in=True, allow_vmids=[100, 101, 102], allow_tags=["reset-ok"])
+    wh.pve.add(100, node="pve2")
+    wh.pve.add(101)
+    wh.pve.add(102)
+    wh.pve.add(103)
+    wh.pve.nodes["pve2"] = 0
+    wh.send(firing(100))
+    assert outcomes(wh, 100) == ["skipped:node-offline"]
+    wh.pve.quorate = 0
+    wh.send(firing(101))
+    assert outcomes(wh, 101) == ["skipped:no-quorum"]
+    wh.pve.quorate = 1
+    wh.send(firing(102))
+    assert outcomes(wh, 102) == ["skipped:denied-vmid"]
+    wh.send(firing(103))
+    assert outcomes(wh, 103) == ["skipped:not-opted-in"]
+    assert wh.pve.posts == []
+
+
+def test_task_errors_fail_then_cooldown_then_quarantine_then_release(make: Any) -> None:
+    wh = make(max_attempts=2, cooldown="10m", retry_interval="0s")
+    wh.pve.add(100)
+    wh.pve.exitstatus = ["VM is locked (backup)", "VM 100 qmp command 'system_reset' failed - got timeout"]
+    wh.send(firing(100))
+    [row] = history(wh, 100)
+    assert row["outcome"] == "failed" and row["exitstatus"] == "VM is locked (backup)"
+    # Alertmanager repeats inside the cooldown: a duplicate, nothing is done.
+    assert wh.send(firing(100)).get_json()["alerts"][0]["result"] == "duplicate"
+    # Another alert about the same guest (new fingerprint) meets the incident's cooldown.
+    wh.send(firing(100, fingerprint="other-rule"))
+    assert outcomes(wh, 100) == ["failed", "skipped:cooldown"] and wh.pve.resets(100) == 1
+    # The cooldown passes (doubles next time): the second attempt fails too, and the guest is quarantined.
+    time_passes(wh, 601)
+    wh.send(firing(100))
+    rows = history(wh, 100)
+    assert rows[0]["attempt"] == 2 and "qmp command" in rows[0]["exitstatus"]
+    incident = wh.store.incident(rows[0]["incident"])
+    assert incident.next_attempt_at - incident.last_attempt_at == pytest.approx(1200)
+    assert sample(wh, "vmhealth_remediation_quarantined", cluster="lab", vmid="100") == 1
+    assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") == 2
+    time_passes(wh, 1201)
+    wh.send(firing(100))
+    assert outcomes(wh, 100)[-1] == "skipped:quarantined" and wh.pve.resets(100) == 2
+    # A person releases it: the incident ends, attempts start again from zero on the next delivery.
+    assert wh.client.post("/api/vms/100/release", headers=auth(ADMIN)).status_code == 200
+    assert wh.client.post("/api/vms/100/release", headers=auth(ADMIN)).status_code == 404
+    assert sample(wh, "vmhealth_remediation_quarantined", cluster="lab", vmid="100") is None
+    wh.send(firing(100))
+    rows = history(wh, 100)
+    assert rows[0]["outcome"] == "success" and rows[0]["attempt"] == 1 and wh.pve.resets(100) == 3
+    assert rows[1]["outcome"] == "released"
+
+
+def test_lxc_is_rebooted(make: Any) -> None:
+    wh = make()
+    wh.pve.add(200, kind="lxc")
+    wh.send(firing(200))
+    assert wh.pve.posts == [("pve1", 200, "reboot")]
+    assert history(wh, 200)[0]["action"] == "reboot"
+
+
+@pytest.mark.parametrize("error", [500, "timeout"])
+def test_no_clear_answer_on_the_post_reads_the_task_list_instead_of_resetting_again(make: Any, error: Any) -> None:
+    wh = make(retry_interval="0s")
+    wh.pve.add(100)
+    wh.pve.post_error = [timeout_error() if error == "timeout" else error]
+    wh.pve.start_task_on_error = True
+    wh.send(firing(100))
+    [row] = history(wh, 100)
+    assert row["outcome"] == "success" and row["upid"] and "found after" in row["error"]
+    wh.send(firing(100))
+    assert wh.pve.resets(100) == 1
+
+
+def test_unknown_outcome_is_settled_from_the_task_list_before_the_next_attempt(make: Any) -> None:
+    wh = make(retry_interval="0s", cooldown="0s")
+    wh.pve.add(100)
+    wh.pve.post_error = [timeout_error()]
+    wh.send(firing(100))
+    [row] = history(wh, 100)
+    assert row["outcome"] == "unknown" and "no reset task" in row["error"]
+    # The task shows up late (Proxmox was slow): the next delivery finds it and does not reset again.
+    upid = "UPID:pve1:00000099:0000ABCD:00000000:qmreset:100:monitor@pve!vmhealth:"
+    wh.pve.tasks[upid] = {"upid": upid, "node": "pve1", "type": "qmreset", "id": "100",
+                          "starttime": int(time.time()), "status": "stopped", "exitstatus": "OK"}
+    wh.pve.guests[100]["uptime"] = 10
+    wh.send(firing(100))
+    rows = history(wh, 100)
+    assert rows[-1]["outcome"] == "success" and rows[-1]["upid"] == upid
+    assert rows[0]["outcome"] == "skipped:booting"
+    assert wh.pve.resets(100) == 1
+
+
+def test_permission_denied_is_a_failed_attempt(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    wh.pve.post_error = [403]
+    wh.send(firing(100))
+    [row] = history(wh, 100)
+    assert row["outcome"] == "failed" and "HTTP 403" in row["error"]
+    assert wh.pve.resets(100) == 1
+
+
+def test_dry_run_touches_nothing_and_records_everything(make: Any) -> None:
+    wh = make(dry_run=True)
+    wh.pve.add(100)
+    wh.pve.add(101, lock="backup")
+    wh.send(firing(100))
+    wh.send(firing(101))
+    assert wh.pve.posts == []
+    assert outcomes(wh, 100) == ["dry-run"] and outcomes(wh, 101) == ["skipped:locked"]
+    assert "would reset" in history(wh, 100)[0]["reason"]
+
+
+def test_kill_switch(make: Any) -> None:
+    wh = make(enabled=False)
+    wh.pve.add(100)
+    wh.send(firing(100))
+    assert wh.pve.posts == [] and outcomes(wh, 100) == ["skipped:disabled"]
+
+
+def test_circuit_breaker_trips_and_recovers(make: Any) -> None:
+    wh = make(max_hung_fraction=0.3, circuit_min_hung=2, retry_interval="0s")
+    wh.pve.guests.clear()
+    for vmid in range(100, 105):  # two of five hung: 40 % > 30 %
+        wh.pve.add(vmid)
+    both = firing(100)
+    both["alerts"] += firing(101)["alerts"]
+    assert wh.client.post("/alerts", json=both, headers=auth()).status_code == 200
+    process_all(wh.ctx)
+    assert wh.pve.posts == []
+    assert outcomes(wh, 100) == ["skipped:circuit-open"] and outcomes(wh, 101) == ["skipped:circuit-open"]
+    assert sample(wh, "vmhealth_remediation_circuit_open", cluster="lab") == 1
+    wh.send(firing(101, status="resolved"))
+    wh.send(firing(100))
+    assert wh.pve.resets(100) == 1
+    assert sample(wh, "vmhealth_remediation_circuit_open", cluster="lab") == 0
+
+
+def test_rate_limit_trips_and_recovers(make: Any) -> None:
+    wh = make(max_actions_per_hour=1, retry_interval="0s")
+    wh.pve.add(100)
+    wh.pve.add(101)
+    wh.send(firing(100))
+    wh.send(firing(101))
+    assert outcomes(wh, 101) == ["skipped:rate-limited"] and wh.pve.resets() == 1
+    time_passes(wh, 3601)
+    wh.send(firing(101))
+    assert wh.pve.resets(101) == 1
+
+
+def test_receiver_rejects_bad_requests_with_the_reason(make: Any) -> None:
+    wh = make()
+    assert wh.client.post("/alerts", json=firing(100)).status_code == 401
+    assert wh.client.post("/alerts", json=firing(100), headers=auth("wrong")).status_code == 401
+    assert wh.client.post("/alerts", data="{", headers=auth(), content_type="application/json").status_code == 400
+    bad = firing(100)
+    bad["alerts"][0]["startsAt"] = "yesterday"
+    response = wh.client.post("/alerts", json=bad, headers=auth())
+    assert response.status_code == 400 and "alerts[0].startsAt" in response.get_json()["error"]
+    bad = firing(100)
+    bad["version"] = "3"
+    assert "version" in wh.client.post("/alerts", json=bad, headers=auth()).get_json()["error"]
+    bad = firing(100)
+    bad["alerts"][0]["labels"]["vmid"] = "abc"
+    assert "labels.vmid" in wh.client.post("/alerts", json=bad, headers=auth()).get_json()["error"]
+    assert sample(wh, "vmhealth_webhook_notifications_total", status="unknown", result="unauthorized") == 2
+
+
+def test_alerts_without_an_action_label_are_recorded_but_not_acted_on(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    body = firing(100)
+    del body["alerts"][0]["labels"]["action"]
+    assert wh.send(body).get_json()["alerts"][0]["result"] == "ignored"
+    assert wh.pve.posts == []
+    assert sample(wh, "vmhealth_webhook_notifications_total", status="firing", result="ignored") == 1
+
+
+def test_manual_reset_goes_through_the_policy_and_force_lifts_only_the_limit(make: Any) -> None:
+    wh = make(max_attempts=1, cooldown="0s")
+    wh.pve.add(100)
+    assert wh.client.post("/api/vms/100/reset", json={"reason": "x"}).status_code == 401
+    response = wh.client.post("/api/vms/100/reset", json={"reason": "Manual reset via dashboard"},
+                              headers=auth(ADMIN))
+    assert response.status_code == 200
+    assert response.get_json() == {"success": True, "message": "Reset command sent to vm100", "resetAttempts": 1}
+    assert history(wh, 100)[0]["actor"] == "manual:admin"
+    # Locked: refused like an alert would be, with the reason.
+    wh.pve.guests[100].update(lock="backup", uptime=86400)
+    response = wh.client.post("/api/vms/100/reset", json={}, headers=auth(ADMIN))
+    assert response.status_code == 409 and response.get_json()["outcome"] == "skipped:locked"
+    # An alert's incident runs out of attempts; force still resets, recorded as forced.
+    del wh.pve.guests[100]["lock"]
+    wh.pve.exitstatus = ["VM is locked (backup)"]
+    wh.send(firing(100))
+    assert outcomes(wh, 100)[-1] == "failed"
+    assert wh.client.post("/api/vms/100/reset", json={}, headers=auth(ADMIN)).get_json()["outcome"] in (
+        "skipped:quarantined", "skipped:max-attempts")
+    response = wh.client.post("/api/vms/100/reset", json={"force": True, "reason": "on call"}, headers=auth(ADMIN))
+    assert response.get_json()["success"] is True and response.get_json()["resetAttempts"] == 2
+    assert history(wh, 100)[0]["forced"] is True
+    assert wh.client.post("/api/vms/100/reset", json={"force": "yes"}, headers=auth(ADMIN)).status_code == 400
+    assert wh.client.post("/api/vms/999/reset", json={}, headers=auth(ADMIN)).status_code == 404
+
+
+def test_history_endpoints(make: Any) -> None:
+    wh = make(retry_interval="0s")
+    wh.pve.add(100)
+    wh.pve.add(101, lock="backup")
+    wh.send(firing(100))
+    for _ in range(3):
+        wh.send(firing(101))
+    original = wh.client.get("/api/vms/100/reset-history").get_json()
+    assert original[0]["success"] is True and original[0]["timestamp"].endswith("Z") and original[0]["reason"]
+    page = wh.client.get("/api/resets?limit=2").get_json()
+    assert len(page["resets"]) == 2 and page["next"]
+    rest = wh.client.get(f"/api/resets?limit=2&before={page['next']}").get_json()
+    assert {r["id"] for r in rest["resets"]}.isdisjoint({r["id"] for r in page["resets"]})
+    skipped = wh.client.get("/api/resets?outcome=skipped&cluster=lab").get_json()["resets"]
+    assert len(skipped) == 3 and all(r["vmid"] == 101 for r in skipped)
+    assert wh.client.get("/api/resets?since=1h").get_json()["resets"]
+    assert wh.client.get("/api/resets?since=2999-01-01T00:00:00Z").get_json()["resets"] == []
+    response = wh.client.get("/api/resets?limit=0")
+    assert response.status_code == 400 and "limit" in response.get_json()["error"]
+    assert "since" in wh.client.get("/api/resets?since=soon").get_json()["error"]
+
+
+def test_metrics_endpoint_exposes_the_series(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    wh.send(firing(100))
+    text = wh.client.get("/metrics").get_data(as_text=True)
+    for name in ("vmhealth_remediation_actions_total", "vmhealth_remediation_incident_attempts",
+                 "vmhealth_webhook_notifications_total", "vmhealth_remediation_circuit_open",
+                 "vmhealth_remediation_queue_depth", "vmhealth_remediation_action_latency_seconds_bucket"):
+        assert name in text, name
+    assert json.loads(wh.client.get("/").get_data())["service"] == "vmhealth webhook"

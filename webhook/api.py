@@ -1,0 +1,168 @@
+"""The manual API: reset and release a guest (admin token), read the remediation history.
+
+A manual reset is recorded as an alert event of its own (actor `manual:<who>`) and decided inline by
+the same code as an alert's, so the whole policy applies; `force` lifts only the attempt limit and
+the quarantine, and is written into the history.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from vmhealth.durations import parse_duration
+from vmhealth.models.webhook import Action
+from vmhealth.webhook.auth import require_admin
+from vmhealth.webhook.payload import AlertEvent
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+MAX_LIMIT = 1000
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def action_json(row: Action) -> dict[str, Any]:
+    return {
+        "id": row.id, "time": _iso(row.at), "cluster": row.cluster, "node": row.node, "vmid": row.vmid,
+        "name": row.name, "fingerprint": row.fingerprint, "incident": row.incident_id, "attempt": row.attempt,
+        "action": row.action, "outcome": row.outcome, "upid": row.upid, "exitstatus": row.exitstatus,
+        "error": row.error, "actor": row.actor, "reason": row.reason, "forced": bool(row.forced),
+    }
+
+
+def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
+    names = [c.name for c in current_app.config["VMHEALTH"].clusters]
+    wanted = request.args.get("cluster")
+    if wanted:
+        if wanted not in names:
+            return None, (jsonify({"success": False, "error": f"cluster: {wanted!r} is not configured"}), 400)
+        return wanted, None
+    if len(names) == 1:
+        return names[0], None
+    return None, (jsonify({"success": False, "error": f"cluster: several clusters are configured, "
+                                                      f"add ?cluster= (one of {', '.join(names)})"}), 400)
+
+
+@bp.post("/vms/<int:vmid>/reset")
+@require_admin
+def reset(vmid: int) -> tuple[Any, int]:
+    ctx = current_app.extensions["vmhealth"]
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
+    reason, force, who = body.get("reason", "Manual reset"), body.get("force", False), body.get("actor", "admin")
+    if not isinstance(reason, str) or len(reason) > 1000:
+        return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
+    if not isinstance(force, bool):
+        return jsonify({"success": False, "error": "force: expected true or false"}), 400
+    if not isinstance(who, str) or not who or len(who) > 200:
+        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
+    cluster, problem = _cluster(vmid)
+    if problem:
+        return problem
+    now = time.time()
+    event = AlertEvent(
+        fingerprint=f"manual:{uuid.uuid4().hex}", starts_at=_iso(now) or "", status="firing", alertname="manual",
+        labels={}, cluster=cluster, vmid=vmid, node="", name="", action="reset")
+    try:
+        [recorded] = ctx.store.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
+        if not ctx.store.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
+            return jsonify({"success": False, "error": "the request was taken by a worker; see the history"}), 202
+    except SQLAlchemyError:
+        return jsonify({"success": False, "error": "the database is unavailable; nothing was done"}), 503
+    decision = ctx.run_inline(recorded.event_id)
+    if decision is None:
+        return jsonify({"success": False, "error": "the decision failed; it is retried, see the history"}), 202
+    if decision.outcome == "success":
+        return jsonify({"success": True, "message": f"Reset command sent to {decision.name or vmid}",
+                        "resetAttempts": decision.attempts}), 200
+    if decision.outcome == "dry-run":
+        return jsonify({"success": True, "message": f"Dry run: {decision.detail}", "dryRun": True,
+                        "resetAttempts": decision.attempts}), 200
+    status = 409 if decision.outcome.startswith("skipped:") else 200
+    if decision.outcome == "skipped:not-found":
+        status = 404
+    return jsonify({"success": False, "error": f"{decision.outcome}: {decision.detail}",
+                    "outcome": decision.outcome, "resetAttempts": decision.attempts}), status
+
+
+@bp.post("/vms/<int:vmid>/release")
+@require_admin
+def release(vmid: int) -> tuple[Any, int]:
+    ctx = current_app.extensions["vmhealth"]
+    cluster, problem = _cluster(vmid)
+    if problem:
+        return problem
+    body = request.get_json(silent=True) or {}
+    who = body.get("actor", "admin") if isinstance(body, dict) else "admin"
+    if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
+        return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
+    return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
+
+
+@bp.get("/vms/<int:vmid>/reset-history")
+def reset_history(vmid: int) -> tuple[Any, int]:
+    """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
+    ctx = current_app.extensions["vmhealth"]
+    rows = ctx.store.history(cluster=request.args.get("cluster"), vmid=vmid, limit=MAX_LIMIT)
+    out = []
+    for row in rows:
+        item = action_json(row)
+        item.update(timestamp=item["time"], reason=row.reason or row.error or row.outcome,
+                    success=row.outcome == "success")
+        out.append(item)
+    return jsonify(out), 200
+
+
+@bp.get("/resets")
+def resets() -> tuple[Any, int]:
+    """Paginated history, newest first: `next` is the `before` of the following page."""
+    ctx = current_app.extensions["vmhealth"]
+    args = request.args
+    try:
+        vmid = int(args["vmid"]) if args.get("vmid") else None
+        limit = int(args.get("limit", 100))
+        before = int(args["before"]) if args.get("before") else None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit: must be from 1 to {MAX_LIMIT}")
+        since = parse_since(args.get("since"))
+    except ValueError as exc:
+        message = str(exc) if ":" in str(exc) else f"bad query parameter: {exc}"
+        return jsonify({"error": message}), 400
+    try:
+        rows = ctx.store.history(cluster=args.get("cluster"), vmid=vmid, since=since, outcome=args.get("outcome"),
+                                 limit=limit, before_id=before)
+    except SQLAlchemyError:
+        return jsonify({"error": "the database is unavailable"}), 503
+    following = rows[-1].id if len(rows) == limit else None
+    return jsonify({"resets": [action_json(r) for r in rows], "next": following}), 200
+
+
+def parse_since(value: str | None, now: float | None = None) -> float | None:
+    """`since` as unix seconds: a duration back from now (`24h`), unix seconds, or an RFC 3339 time."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return (now or time.time()) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"since: {value!r} is not a duration (24h), unix seconds or an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

@@ -1,0 +1,104 @@
+"""The webhook's Flask application factory: database, policy, worker and blueprints, wired once."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+from vmhealth.webhook.metrics import WebhookMetrics
+from vmhealth.webhook.remediate import Decision, Remediator
+from vmhealth.webhook.store import Store
+from vmhealth.webhook.worker import Worker, worker_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebhookContext:
+    """What the blueprints share: the store, the policy, the worker and the metrics."""
+
+    config: SimpleNamespace
+    store: Store
+    remediator: Remediator
+    metrics: WebhookMetrics
+    worker: Worker | None
+    worker_id: str
+    lease: float
+    _inline: Worker
+
+    def run_inline(self, event_id: int) -> Decision | None:
+        return self._inline.run_one(event_id)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "incidents": [(i.cluster, i.vmid, i.attempts) for i in self.store.open_incident_rows()],
+            "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
+            "circuit": dict(self.remediator.circuit),
+            "queue": self.store.pending_events(),
+        }
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.store.engine.dispose()
+
+
+def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = True, task_poll_interval: float = 1.0,
+               settle: float = 5.0, worker_poll: float = 2.0) -> Flask:
+    """The WSGI app. `config` None loads --config/$VMHEALTH_CONFIG and the environment (for gunicorn).
+
+    The database is upgraded to the newest schema first, then the worker starts and takes up any
+    events a previous process recorded but did not finish.
+    """
+    from vmhealth.db import make_engine, upgrade
+
+    if config is None:
+        from vmhealth.config import load
+
+        config = load(None, components=("webhook",))
+    engine = make_engine(config.webhook.database_url)
+    upgrade(engine, "webhook")
+    store = Store(engine)
+    metrics = WebhookMetrics()
+    remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
+    lease = float(config.webhook.claim_lease)
+    size = int(config.webhook.policy.max_concurrent_actions)
+    worker = Worker(store, remediator, size, lease, poll=worker_poll) if start_worker else None
+    inline = Worker(store, remediator, 1, lease)
+    ctx = WebhookContext(config, store, remediator, metrics, worker, inline.id, lease, inline)
+    metrics.add_state(ctx.state)
+
+    app = Flask("vmhealth.webhook")
+    app.config["VMHEALTH"] = config
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.extensions["vmhealth"] = ctx
+
+    from vmhealth.webhook import alerts, api, metrics_view
+
+    app.register_blueprint(alerts.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(metrics_view.bp)
+
+    @app.get("/")
+    def index() -> tuple[Any, int]:
+        return jsonify({"service": "vmhealth webhook", "endpoints": [
+            "POST /alerts", "POST /api/vms/<vmid>/reset", "POST /api/vms/<vmid>/release",
+            "GET /api/vms/<vmid>/reset-history", "GET /api/resets", "GET /metrics", "GET /healthz"]}), 200
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    if worker is not None:
+        worker.start()
+        atexit.register(worker.stop, 5.0)
+    log.info("webhook ready at %s (worker %s, policy: %s)", time.strftime("%H:%M:%S"), worker_id(),
+             "dry-run" if config.webhook.policy.dry_run else
+             ("enabled" if config.webhook.policy.enabled else "disabled by the kill switch"))
+    return app

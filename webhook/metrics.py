@@ -1,0 +1,70 @@
+"""The webhook's /metrics: counters kept in the process, gauges read from the database at scrape.
+
+Gauges about incidents, quarantines and the queue come from the database on each scrape, so every
+replica on one PostgreSQL shows the same truth and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class WebhookMetrics:
+    """The registry of one webhook app, with the counters the code increments."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.actions_total = Counter(
+            "vmhealth_remediation_actions", "Remediation decisions by action and result "
+            "(success, failed, unknown, dry-run, skipped:<reason>).", ["cluster", "action", "result"],
+            registry=self.registry)
+        self.notifications_total = Counter(
+            "vmhealth_webhook_notifications", "Alerts received, by alert status and what became of them.",
+            ["status", "result"], registry=self.registry)
+        self.latency = Histogram(
+            "vmhealth_remediation_action_latency_seconds", "From receiving the alert to calling Proxmox.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=self.registry)
+
+    def action(self, cluster: str, action: str, result: str) -> None:
+        self.actions_total.labels(cluster, action, result).inc()
+
+    def notification(self, status: str, result: str, count: int = 1) -> None:
+        self.notifications_total.labels(status, result).inc(count)
+
+    def add_state(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(_StateCollector(read))
+
+
+class _StateCollector(Collector):
+    """Fresh gauge families from `read()` on every scrape."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]):
+        self.read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.read()
+        attempts = GaugeMetricFamily("vmhealth_remediation_incident_attempts",
+                                     "Attempts so far of each open incident.", labels=["cluster", "vmid"])
+        for cluster, vmid, count in state["incidents"]:
+            attempts.add_metric([cluster, str(vmid)], count)
+        quarantined = GaugeMetricFamily("vmhealth_remediation_quarantined",
+                                        "1 while a guest waits for a person's release after its attempts ran out.",
+                                        labels=["cluster", "vmid"])
+        for cluster, vmid in state["quarantined"]:
+            quarantined.add_metric([cluster, str(vmid)], 1)
+        circuit = GaugeMetricFamily("vmhealth_remediation_circuit_open",
+                                    "1 while too many of the cluster's guests are hung to act on any.",
+                                    labels=["cluster"])
+        for cluster, value in sorted(state["circuit"].items()):
+            circuit.add_metric([cluster], value)
+        depth = GaugeMetricFamily("vmhealth_remediation_queue_depth", "Alert events waiting for or in the worker.")
+        depth.add_metric([], state["queue"])
+        return [attempts, quarantined, circuit, depth]

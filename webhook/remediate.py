@@ -1,0 +1,216 @@
+"""One decision for one alert event: gather the live facts, apply the policy, act at most once.
+
+The order matters: cheap refusals that need no network first (kill switch, quarantine, cooldown,
+rate limit), then one read of /cluster/resources and /cluster/status and the guest's
+`status/current`, then the attempt slot is claimed in the database and only then is Proxmox told to
+act. Every branch writes one history row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from vmhealth.models.webhook import Action, AlertEvent, Incident
+from vmhealth.pve import PveClient, PveError
+from vmhealth.webhook import actions, policy
+from vmhealth.webhook.metrics import WebhookMetrics
+from vmhealth.webhook.policy import Skip
+from vmhealth.webhook.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    """What one event led to, for the worker and the manual API."""
+
+    outcome: str
+    detail: str
+    name: str
+    attempts: int
+    retry_after: float | None
+    action_id: int | None = None
+
+
+class Remediator:
+    """Applies the policy of `config.webhook.policy` to events, with one PveClient per cluster."""
+
+    def __init__(self, config: SimpleNamespace, store: Store, metrics: WebhookMetrics,
+                 task_poll_interval: float = 1.0, settle: float = 5.0):
+        self.config = config
+        self.policy = config.webhook.policy
+        self.store = store
+        self.metrics = metrics
+        self.clients = {cluster.name: PveClient(cluster) for cluster in config.clusters}
+        self.task_poll_interval = task_poll_interval
+        self.settle = settle
+        self.lease = float(config.webhook.claim_lease)
+        self.circuit: dict[str, int] = {name: 0 for name in self.clients}
+        self._lock = threading.Lock()
+
+    # --- entry point -----------------------------------------------------------------------------
+    def process(self, event: AlertEvent) -> Decision:
+        now = time.time()
+        if event.status != "firing" or not event.action:
+            return Decision("ignored", "not a firing alert with an action label", event.name, 0, None)
+        base = Action(at=now, cluster=event.cluster or "", vmid=event.vmid, node=event.node, name=event.name,
+                      fingerprint=event.fingerprint, event_id=event.id, actor=event.actor,
+                      reason=event.reason or event.alertname, forced=event.force, received_at=event.received_at)
+        if event.action not in ("reset",):
+            return self._skip(base, Skip("unknown-action", f"action={event.action!r} is not one vmhealth takes"),
+                              0, None)
+        if event.cluster not in self.clients:
+            return self._skip(base, Skip("unknown-cluster", f"cluster {event.cluster!r} is not configured"), 0,
+                              None)
+        if event.vmid is None:
+            return self._skip(base, Skip("no-vmid", "the alert has no vmid label"), 0, None)
+        incident = self.store.open_incident(event, now)
+        if incident is None:
+            return Decision("ignored", "the alert resolved before it was acted on", event.name, 0, None)
+        base.incident_id = incident.id
+        self._settle_unfinished(incident, now)
+        incident = self.store.incident(incident.id)
+        decision = self._decide(event, incident, base, now)
+        if incident.alertname == "manual":
+            # A reset a person asked for, with no alert behind it: its incident ends with it.
+            self.store.close_incident(incident.id, time.time())
+        return decision
+
+    # --- the policy, in order --------------------------------------------------------------------
+    def _decide(self, event: AlertEvent, incident: Incident, base: Action, now: float) -> Decision:
+        p = self.policy
+        cluster, vmid = incident.cluster, incident.vmid
+        if not p.enabled:
+            return self._skip(base, Skip("disabled", "webhook.policy.enabled is false (kill switch)"), incident)
+        quarantine = self.store.quarantined(cluster, vmid)
+        if quarantine is not None and not event.force:
+            return self._skip(base, Skip("quarantined", f"since {time.ctime(quarantine.since)}: {quarantine.reason}"
+                                         " - release it with `vmhealth release`"), incident)
+        if incident.attempts >= p.max_attempts and not event.force:
+            return self._skip(base, Skip("max-attempts", f"{incident.attempts} attempts made"), incident)
+        if incident.next_attempt_at is not None and incident.next_attempt_at > now:
+            return self._skip(base, Skip("cooldown", f"next attempt no sooner than "
+                                         f"{incident.next_attempt_at - now:.0f}s from now"), incident,
+                              incident.next_attempt_at)
+        last = self.store.last_touch(cluster, vmid)
+        if last is not None and last.incident_id != incident.id and last.at + p.cooldown > now:
+            return self._skip(base, Skip("cooldown", f"touched {now - last.at:.0f}s ago by an earlier incident"),
+                              incident, last.at + p.cooldown)
+        skip = policy.check_rate(self.store.actions_since(now - 3600), p.max_actions_per_hour)
+        if skip is None and self.store.in_flight() >= p.max_concurrent_actions:
+            skip = Skip("busy", f"{p.max_concurrent_actions} actions already in flight")
+        if skip is not None:
+            return self._skip(base, skip, incident)
+        client = self.clients[cluster]
+        try:
+            facts = self._facts(client, vmid)
+        except PveError as exc:
+            return self._skip(base, Skip("proxmox-unreachable", str(exc)), incident)
+        if isinstance(facts, Skip):
+            return self._skip(base, facts, incident)
+        resource, status, kind, node, guests = facts
+        base.node = node
+        base.name = resource.get("name") or status.get("name") or base.name
+        skip = policy.check_allowed(p, vmid, policy.guest_tags(resource, status))
+        if skip is None:
+            hung = self.store.open_incidents(cluster)
+            skip = policy.check_circuit(hung, guests, p.max_hung_fraction, p.circuit_min_hung)
+            self.circuit[cluster] = 1 if skip is not None else 0
+        if skip is None:
+            skip = policy.check_guest(kind, status, p.boot_grace)
+        if skip is not None:
+            return self._skip(base, skip, incident)
+        action = policy.action_for(kind)
+        base.action = action
+        if p.dry_run:
+            base.outcome = "dry-run"
+            base.reason = f"would {action} {kind}/{vmid} on {node}"
+            self.store.add(base)
+            self.metrics.action(cluster, action, "dry-run")
+            return Decision("dry-run", base.reason, base.name, incident.attempts, now + p.cooldown, base.id)
+        return self._act(event, incident, base, client, kind, node, status, now)
+
+    def _facts(self, client: PveClient, vmid: int) -> Skip | tuple[dict, dict, str, str, int]:
+        """Live state at decision time: where the guest is now, its node and its own status."""
+        resources = client.get("cluster/resources", type="vm")
+        resource = policy.find_guest(resources, vmid)
+        if resource is None:
+            return Skip("not-found", f"Proxmox lists no guest {vmid}")
+        if int(resource.get("template", 0) or 0):
+            return Skip("template", "templates are never reset")
+        guests = sum(1 for r in resources if r.get("type") in ("qemu", "lxc") and not int(r.get("template", 0) or 0))
+        kind, node = resource["type"], resource.get("node", "")
+        skip = policy.check_node(client.cluster_status(), node)
+        if skip is not None:
+            return skip
+        status = client.guest_status(node, kind, vmid)
+        return resource, status, kind, node, guests
+
+    def _act(self, event: AlertEvent, incident: Incident, base: Action, client: PveClient, kind: str, node: str,
+             status: dict, now: float) -> Decision:
+        p = self.policy
+        attempt = incident.attempts + 1
+        next_at = now + policy.cooldown_after(attempt, p.cooldown, p.max_cooldown)
+        row = self.store.claim_attempt(incident, now, next_at, base)
+        if row is None:
+            return Decision("claimed-elsewhere", "another worker took this attempt", base.name, incident.attempts,
+                            None)
+        action = base.action
+        acted_at = time.time()
+        self.metrics.latency.observe(max(acted_at - (event.received_at or acted_at), 0.0))
+        self.store.update_action(row.id, acted_at=acted_at)
+        result = actions.act(client, node, kind, incident.vmid, action, p.task_timeout, self.task_poll_interval,
+                             self.settle)
+        if result.outcome == "failed" and p.escalate and result.upid and not policy.ha_managed(status):
+            self._finish(row, result)
+            self.metrics.action(incident.cluster, action, result.outcome)
+            action = "stop+start"
+            row = self.store.add(Action(
+                at=time.time(), cluster=base.cluster, node=node, vmid=base.vmid, name=base.name,
+                fingerprint=base.fingerprint, event_id=base.event_id, incident_id=incident.id, action=action,
+                outcome="pending", actor=base.actor, reason=f"escalation after: {result.error}", forced=base.forced,
+                received_at=base.received_at, acted_at=time.time()))
+            result = actions.escalate(client, node, kind, incident.vmid, p.task_timeout, self.task_poll_interval)
+        self._finish(row, result)
+        self.metrics.action(incident.cluster, action, result.outcome)
+        if result.outcome != "success" and attempt >= p.max_attempts and not event.force:
+            self.store.quarantine(incident.cluster, incident.vmid, incident.id, attempt,
+                                  f"{attempt} attempt(s), last: {actions.describe(result)}", time.time())
+        log.info("%s %s/%s on %s: %s %s", action, incident.cluster, incident.vmid, node, result.outcome,
+                 actions.describe(result))
+        return Decision(result.outcome, actions.describe(result), base.name, attempt, next_at, row.id)
+
+    def _finish(self, row: Action, result: actions.Result) -> None:
+        self.store.update_action(row.id, outcome=result.outcome, upid=result.upid, exitstatus=result.exitstatus,
+                                 error=result.error, finished_at=time.time())
+
+    def _settle_unfinished(self, incident: Incident, now: float) -> None:
+        """Before anything else: find out what became of attempts whose outcome was never learned."""
+        for row in self.store.unfinished_attempts(incident.id, now - self.lease):
+            client = self.clients[incident.cluster]
+            kind = "lxc" if row.action == "reboot" else "qemu"
+            action = row.action if row.action in ("reset", "reboot") else policy.action_for(kind)
+            since = (row.acted_at or row.at) - 5
+            result = actions.recover(client, row.node, kind, incident.vmid, action, since, self.policy.task_timeout,
+                                     self.task_poll_interval, f"attempt {row.attempt} was {row.outcome}")
+            if result.outcome == "unknown" and row.outcome == "unknown":
+                continue
+            self._finish(row, result)
+            log.info("attempt %s of %s/%s settled as %s", row.attempt, incident.cluster, incident.vmid,
+                     result.outcome)
+
+    def _skip(self, base: Action, skip: Skip, incident: Incident | int | None,
+              retry_after: float | None = None) -> Decision:
+        now = time.time()
+        base.outcome = skip.outcome
+        base.error = skip.detail
+        self.store.add(base)
+        self.metrics.action(base.cluster, base.action or "none", skip.outcome)
+        attempts = incident.attempts if isinstance(incident, Incident) else 0
+        retry = retry_after if retry_after is not None else now + float(self.policy.retry_interval)
+        log.info("%s/%s: %s (%s)", base.cluster, base.vmid, skip.outcome, skip.detail)
+        return Decision(skip.outcome, skip.detail, base.name, attempts, retry, base.id)

@@ -1,0 +1,331 @@
+"""The webhook's database work: record events, claim work and attempts, write the history.
+
+Every claim is a conditional UPDATE (`... WHERE state = 'pending'`) or an INSERT guarded by a unique
+constraint, checked by its row count or IntegrityError, so it holds across threads, processes and
+replicas on one PostgreSQL; on PostgreSQL the candidate rows are also read with FOR UPDATE SKIP
+LOCKED so replicas do not queue behind each other. SQLite transactions begin IMMEDIATE: SQLite
+serialises writers anyway, and this keeps a read-then-write transaction from failing half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, event, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
+from vmhealth.webhook.payload import AlertEvent as Alert
+
+
+def _sqlite_immediate(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass
+class Recorded:
+    """What became of one alert of a notification."""
+
+    event_id: int
+    result: str  # recorded | duplicate | rearmed | ignored | resolved
+
+
+def open_key(cluster: str, vmid: int) -> str:
+    return f"{cluster}/{vmid}"
+
+
+class Store:
+    """Database access for one webhook process (thread-safe: a session per call)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        if engine.dialect.name == "sqlite":
+            _sqlite_immediate(engine)
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    # --- receiving -------------------------------------------------------------------------------
+    def record(self, alerts: list[Alert], now: float, actor: str = "alertmanager", reason: str = "",
+               force: bool = False) -> list[Recorded]:
+        """Store each alert durably (one transaction); the caller replies only after this returns."""
+        out: list[Recorded] = []
+        with self.tx() as session:
+            for alert in alerts:
+                out.append(self._record_one(session, alert, now, actor, reason, force))
+        return out
+
+    def _record_one(self, session: Session, alert: Alert, now: float, actor: str, reason: str,
+                    force: bool) -> Recorded:
+        actionable = alert.status == "firing" and bool(alert.action)
+        row = AlertEvent(
+            fingerprint=alert.fingerprint, starts_at=alert.starts_at, status=alert.status,
+            alertname=alert.alertname, cluster=alert.cluster, vmid=alert.vmid, node=alert.node, name=alert.name,
+            action=alert.action, labels=json.dumps(alert.labels, sort_keys=True), actor=actor, reason=reason,
+            force=force, received_at=now, deliveries=1, state="pending" if actionable else "done",
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            existing = session.scalars(select(AlertEvent).where(
+                AlertEvent.fingerprint == alert.fingerprint, AlertEvent.starts_at == alert.starts_at,
+                AlertEvent.status == alert.status)).one()
+            rearmed = session.execute(
+                update(AlertEvent)
+                .where(AlertEvent.id == existing.id, AlertEvent.state == "done",
+                       AlertEvent.retry_after.is_not(None), AlertEvent.retry_after <= now)
+                .values(state="pending", deliveries=AlertEvent.deliveries + 1, received_at=now)
+            ).rowcount
+            if not rearmed:
+                session.execute(update(AlertEvent).where(AlertEvent.id == existing.id)
+                                .values(deliveries=AlertEvent.deliveries + 1))
+            return Recorded(existing.id, "rearmed" if rearmed else "duplicate")
+        if alert.status == "resolved":
+            self._resolve(session, row, now)
+            return Recorded(row.id, "resolved")
+        if not actionable:
+            row.result = "no action label"
+            return Recorded(row.id, "ignored")
+        if row.cluster is not None and row.vmid is not None:
+            self._open(session, row, now)  # counted by the circuit breaker from now on
+        return Recorded(row.id, "recorded")
+
+    def _resolve(self, session: Session, row: AlertEvent, now: float) -> None:
+        """Close the incident this resolved alert ends and drop its still-pending firing work."""
+        session.execute(update(AlertEvent).where(
+            AlertEvent.fingerprint == row.fingerprint, AlertEvent.starts_at == row.starts_at,
+            AlertEvent.status == "firing", AlertEvent.state == "pending",
+        ).values(state="done", result="resolved before it was acted on", retry_after=None))
+        session.execute(update(AlertEvent).where(
+            AlertEvent.fingerprint == row.fingerprint, AlertEvent.starts_at == row.starts_at,
+            AlertEvent.status == "firing").values(retry_after=None))
+        incident = session.scalars(select(Incident).where(
+            Incident.state == "open", Incident.fingerprint == row.fingerprint,
+            Incident.starts_at == row.starts_at)).first()
+        row.result = "no open incident"
+        if incident is None:
+            return
+        session.execute(update(Incident).where(Incident.id == incident.id).values(
+            state="closed", open_key=None, closed_at=now))
+        row.result = f"incident {incident.id} closed after {incident.attempts} attempt(s)"
+        session.add(Action(
+            at=now, cluster=incident.cluster, vmid=incident.vmid, node=row.node, name=row.name,
+            fingerprint=row.fingerprint, event_id=row.id, incident_id=incident.id, outcome="resolved",
+            actor="alertmanager", reason=row.result, received_at=now,
+        ))
+
+    # --- the work queue --------------------------------------------------------------------------
+    def claim_events(self, worker: str, limit: int, now: float, lease: float) -> list[int]:
+        """Take up to `limit` pending events (or ones whose claimer went silent past the lease)."""
+        if limit <= 0:
+            return []
+        claimable = or_(AlertEvent.state == "pending",
+                        and_(AlertEvent.state == "claimed", AlertEvent.claimed_at < now - lease))
+        claimed: list[int] = []
+        with self.tx() as session:
+            query = select(AlertEvent.id).where(claimable).order_by(AlertEvent.id).limit(limit)
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            for event_id in session.scalars(query).all():
+                if self._claim(session, event_id, worker, now, claimable):
+                    claimed.append(event_id)
+        return claimed
+
+    def claim_event(self, event_id: int, worker: str, now: float, lease: float) -> bool:
+        claimable = or_(AlertEvent.state == "pending",
+                        and_(AlertEvent.state == "claimed", AlertEvent.claimed_at < now - lease))
+        with self.tx() as session:
+            return self._claim(session, event_id, worker, now, claimable)
+
+    @staticmethod
+    def _claim(session: Session, event_id: int, worker: str, now: float, claimable: Any) -> bool:
+        return bool(session.execute(update(AlertEvent).where(AlertEvent.id == event_id, claimable).values(
+            state="claimed", claimed_by=worker, claimed_at=now)).rowcount)
+
+    def finish_event(self, event_id: int, worker: str, result: str, retry_after: float | None) -> None:
+        with self.tx() as session:
+            session.execute(update(AlertEvent).where(
+                AlertEvent.id == event_id, AlertEvent.state == "claimed", AlertEvent.claimed_by == worker,
+            ).values(state="done", result=result[:2000], retry_after=retry_after))
+
+    def event(self, event_id: int) -> AlertEvent:
+        with self.sessions() as session:
+            return session.get_one(AlertEvent, event_id)
+
+    def pending_events(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(AlertEvent).where(
+                AlertEvent.state.in_(("pending", "claimed")))) or 0)
+
+    # --- incidents -------------------------------------------------------------------------------
+    def open_incident(self, event: AlertEvent, now: float) -> Incident | None:
+        """The guest's open incident, opened for this event when there is none (unless it resolved)."""
+        with self.tx() as session:
+            return self._open(session, event, now)
+
+    @staticmethod
+    def _open(session: Session, event: AlertEvent, now: float) -> Incident | None:
+        assert event.cluster is not None and event.vmid is not None
+        key = open_key(event.cluster, event.vmid)
+        incident = session.scalars(select(Incident).where(Incident.open_key == key)).first()
+        if incident is not None:
+            return incident
+        resolved = session.scalar(select(AlertEvent.id).where(
+            AlertEvent.fingerprint == event.fingerprint, AlertEvent.starts_at == event.starts_at,
+            AlertEvent.status == "resolved"))
+        if resolved is not None:
+            return None
+        incident = Incident(cluster=event.cluster, vmid=event.vmid, open_key=key, fingerprint=event.fingerprint,
+                            starts_at=event.starts_at, alertname=event.alertname, state="open", attempts=0,
+                            opened_at=now)
+        try:
+            with session.begin_nested():
+                session.add(incident)
+        except IntegrityError:
+            return session.scalars(select(Incident).where(Incident.open_key == key)).one()
+        return incident
+
+    def incident(self, incident_id: int) -> Incident:
+        with self.sessions() as session:
+            return session.get_one(Incident, incident_id)
+
+    def close_incident(self, incident_id: int, now: float) -> None:
+        with self.tx() as session:
+            session.execute(update(Incident).where(Incident.id == incident_id, Incident.state == "open").values(
+                state="closed", open_key=None, closed_at=now))
+
+    def open_incidents(self, cluster: str) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Incident).where(
+                Incident.cluster == cluster, Incident.state == "open", Incident.alertname != "manual")) or 0)
+
+    def claim_attempt(self, incident: Incident, now: float, next_at: float, row: Action) -> Action | None:
+        """Own attempt `incident.attempts + 1`: bump the counter if nobody did, and write its row first."""
+        with self.tx() as session:
+            won = session.execute(update(Incident).where(
+                Incident.id == incident.id, Incident.state == "open", Incident.attempts == incident.attempts,
+                or_(Incident.next_attempt_at.is_(None), Incident.next_attempt_at <= now),
+            ).values(attempts=Incident.attempts + 1, last_attempt_at=now, next_attempt_at=next_at)).rowcount
+            if not won:
+                return None
+            row.incident_id = incident.id
+            row.attempt = incident.attempts + 1
+            row.outcome = "pending"
+            try:
+                with session.begin_nested():
+                    session.add(row)
+            except IntegrityError:
+                raise RuntimeError("attempt row exists although the counter was free") from None
+        return row
+
+    def unfinished_attempts(self, incident_id: int, older_than: float) -> list[Action]:
+        """Attempts whose outcome is not known: interrupted (pending past the lease) or unknown."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Action).where(
+                Action.incident_id == incident_id,
+                or_(Action.outcome == "unknown", and_(Action.outcome == "pending", Action.at < older_than)),
+            ).order_by(Action.id)).all())
+
+    # --- quarantine ------------------------------------------------------------------------------
+    def quarantine(self, cluster: str, vmid: int, incident_id: int | None, attempts: int, reason: str,
+                   now: float) -> None:
+        with self.tx() as session:
+            if session.get(Quarantine, (cluster, vmid)) is None:
+                try:
+                    with session.begin_nested():
+                        session.add(Quarantine(cluster=cluster, vmid=vmid, since=now, incident_id=incident_id,
+                                               attempts=attempts, reason=reason[:2000]))
+                except IntegrityError:
+                    pass
+
+    def quarantined(self, cluster: str, vmid: int) -> Quarantine | None:
+        with self.sessions() as session:
+            return session.get(Quarantine, (cluster, vmid))
+
+    def release(self, cluster: str, vmid: int, actor: str, now: float) -> bool:
+        """End a quarantine and the guest's open incident, so attempts start again from zero."""
+        with self.tx() as session:
+            found = session.get(Quarantine, (cluster, vmid))
+            if found is None:
+                return False
+            session.delete(found)
+            session.execute(update(Incident).where(Incident.open_key == open_key(cluster, vmid)).values(
+                state="closed", open_key=None, closed_at=now))
+            session.add(Action(at=now, cluster=cluster, vmid=vmid, incident_id=found.incident_id,
+                               outcome="released", actor=actor, reason="quarantine ended by a person"))
+        return True
+
+    def all_quarantined(self) -> list[Quarantine]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Quarantine)).all())
+
+    def open_incident_rows(self) -> list[Incident]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Incident).where(Incident.state == "open")).all())
+
+    # --- history ---------------------------------------------------------------------------------
+    def add(self, row: Action) -> Action:
+        with self.tx() as session:
+            session.add(row)
+        return row
+
+    def update_action(self, action_id: int, **values: Any) -> None:
+        with self.tx() as session:
+            session.execute(update(Action).where(Action.id == action_id).values(**values))
+
+    def actions_since(self, since: float) -> int:
+        """Actions that touched (or may have touched) Proxmox since `since`, every replica's."""
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Action).where(
+                Action.attempt.is_not(None), Action.at >= since)) or 0)
+
+    def in_flight(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Action).where(
+                Action.outcome == "pending")) or 0)
+
+    def last_touch(self, cluster: str, vmid: int) -> Action | None:
+        """The guest's last action that touched Proxmox, in any incident (for the post-reset grace)."""
+        with self.sessions() as session:
+            return session.scalars(select(Action).where(
+                Action.cluster == cluster, Action.vmid == vmid, Action.attempt.is_not(None),
+            ).order_by(Action.at.desc()).limit(1)).first()
+
+    def history(self, cluster: str | None = None, vmid: int | None = None, since: float | None = None,
+                outcome: str | None = None, limit: int = 100, before_id: int | None = None) -> list[Action]:
+        """Newest first; `before_id` continues a page."""
+        query = select(Action).order_by(Action.id.desc()).limit(limit)
+        if cluster:
+            query = query.where(Action.cluster == cluster)
+        if vmid is not None:
+            query = query.where(Action.vmid == vmid)
+        if since is not None:
+            query = query.where(Action.at >= since)
+        if outcome:
+            query = query.where(Action.outcome.startswith(outcome) if outcome.endswith(":")
+                                or outcome == "skipped" else Action.outcome == outcome)
+        if before_id is not None:
+            query = query.where(Action.id < before_id)
+        with self.sessions() as session:
+            return list(session.scalars(query).all())
+
+
+def now() -> float:
+    return time.time()

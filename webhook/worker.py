@@ -1,0 +1,102 @@
+"""The worker: claims pending events from the database and runs each decision in a bounded pool.
+
+The database is the queue, so a restarted process, or another replica, finds the same work; the
+pool never holds more than `max_concurrent_actions` events, the rest wait in the table. The
+receiver wakes the worker at once; a periodic look also picks up events whose claimer died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from vmhealth.webhook.remediate import Decision, Remediator
+from vmhealth.webhook.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """A thread that feeds a bounded thread pool from the event table."""
+
+    def __init__(self, store: Store, remediator: Remediator, size: int, lease: float, poll: float = 2.0):
+        self.store = store
+        self.remediator = remediator
+        self.size = size
+        self.lease = lease
+        self.poll = poll
+        self.id = worker_id()
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="vmhealth-remediate")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="vmhealth-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                free = self.size - self.busy()
+                for event_id in self.store.claim_events(self.id, free, time.time(), self.lease):
+                    self._submit(event_id)
+            except Exception:
+                log.exception("claiming alert events failed; trying again in %.0fs", self.poll)
+            self._wake.wait(self.poll)
+
+    def _submit(self, event_id: int) -> None:
+        future = self._pool.submit(self.run_one, event_id)
+        with self._lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._inflight.discard(future)
+        self._wake.set()
+
+    def run_one(self, event_id: int) -> Decision | None:
+        """Decide on one claimed event and mark it done (also used inline by the manual API)."""
+        try:
+            decision = self.remediator.process(self.store.event(event_id))
+        except Exception:
+            # Left claimed: once the lease runs out, any worker takes it again.
+            log.exception("alert event %s failed; it is taken up again after the claim lease", event_id)
+            return None
+        self.store.finish_event(event_id, self.id, f"{decision.outcome}: {decision.detail}", decision.retry_after)
+        return decision
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no event is pending or running here (for tests and shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.busy() == 0 and self.store.pending_events() == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return False
