@@ -63,6 +63,7 @@ class Api:
                 ("GET", r"cluster/backup-info/not-backed-up", self.not_backed_up),
                 ("GET", r"cluster/config/qdevice", self.qdevice),
                 ("GET", r"cluster/ha/status/current", self.ha_status),
+                ("GET", r"cluster/ha/resources", self.ha_resources),
                 ("GET", r"access/permissions", self.permissions),
                 ("GET", r"nodes", self.nodes),
                 ("GET", r"nodes/(?P<node>[^/]+)/status", self.node_status),
@@ -215,6 +216,12 @@ class Api:
                               "state": state, "request_state": state, "crm_state": state,
                               "status": f"{sid} ({g.node}, {state})", "max_relocate": 1, "max_restart": 1})
         return items
+
+    def ha_resources(self, identity: Identity, **_: Any) -> Any:
+        return [{"sid": f"{'vm' if g.kind == 'qemu' else 'ct'}:{g.vmid}", "type": "vm" if g.kind == "qemu" else "ct",
+                 "state": "started", "max_restart": 1, "max_relocate": 1,
+                 "digest": hashlib.sha1(str(g.vmid).encode(), usedforsecurity=False).hexdigest()}
+                for g in self.cluster.guests.values() if g.ha_managed and "VM.Audit" in identity.privileges]
 
     def permissions(self, identity: Identity, **_: Any) -> Any:
         privs = {p: 1 for p in sorted(identity.privileges)}

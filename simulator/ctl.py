@@ -19,13 +19,13 @@ class SimControl:
     """Calls /_sim/ on a running simulator; `ca_bundle=None` skips certificate checks."""
 
     def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 10.0):
-        self.base_url = base_url.rstrip("/")
+        self.url = base_url.rstrip("/")
         self.timeout = timeout
         self.context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl._create_unverified_context()
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body or {}).encode() if method != "GET" else None
-        request = urllib.request.Request(f"{self.base_url}/_sim/{path.lstrip('/')}", data=data, method=method,
+        request = urllib.request.Request(f"{self.url}/_sim/{path.lstrip('/')}", data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
@@ -37,7 +37,7 @@ class SimControl:
                 message = exc.reason
             raise ControlError(f"{method} /_sim/{path}: {exc.code} {message}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise ControlError(f"simulator at {self.base_url} not reachable: {exc}") from None
+            raise ControlError(f"simulator at {self.url} not reachable: {exc}") from None
 
     # One method per control endpoint.
     def state(self) -> Any:
