@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
     "sim": ("vmhealth.simulator.cli", "run a simulated Proxmox VE cluster (HTTPS API, faults, agents)"),
     "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),
+    "webhook": ("vmhealth.webhook.cli", "serve the Alertmanager receiver that resets hung guests, and its history"),
+    "reset": ("vmhealth.webhook.resetcli", "reset a guest now, through the webhook's policy"),
+    "release": ("vmhealth.webhook.releasecli", "end a guest's quarantine after its reset attempts ran out"),
+    "history": ("vmhealth.webhook.historycli", "print the remediation history as a table"),
 }
 
 

@@ -1,0 +1,48 @@
+"""The HTTP client behind `vmhealth reset`, `release` and `history`: they talk to a running webhook,
+so the same policy, the same database and the same history apply whoever asks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from vmhealth.config import split_listen
+
+
+def add_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", metavar="URL", help="the webhook's address (default: http:// + webhook.listen)")
+    parser.add_argument("--cluster", help="the guest's cluster, when several are configured")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the answer (default 180)")
+
+
+def base_url(config: SimpleNamespace, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    host, port = split_listen(config.webhook.listen)
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def call(method: str, url: str, token: str | None, timeout: float, **kwargs: Any) -> tuple[int, Any]:
+    """(status, JSON body); exits 1 with one line when the webhook cannot be reached."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
+    except requests.RequestException as exc:
+        print(f"vmhealth: cannot reach the webhook at {url}: {exc.__class__.__name__}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text.strip()[:200]}
+    return response.status_code, body
+
+
+def print_json(body: Any) -> None:
+    print(json.dumps(body, indent=2))

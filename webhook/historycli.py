@@ -1,0 +1,64 @@
+"""Print the remediation history as a table, newest first, from the running webhook
+(GET /api/resets): every decision, acted on or refused, with its reason."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+COLUMNS = (("time", 19), ("cluster", 10), ("vmid", 6), ("name", 14), ("action", 10), ("outcome", 24),
+           ("attempt", 7), ("actor", 16), ("detail", 0))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vmid", type=int, help="one guest only")
+    parser.add_argument("--since", help="how far back: a duration (24h), unix seconds or an RFC 3339 time")
+    parser.add_argument("--limit", type=int, default=50, help="rows to show (default 50, at most 1000)")
+    parser.add_argument("--outcome", help="only this outcome: success, failed, unknown, dry-run, skipped, "
+                        "skipped:<reason>")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    from vmhealth.webhook.client import add_url_argument
+
+    add_url_argument(parser)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width columns; the last one (detail) takes the rest of the line."""
+    lines = ["  ".join(name.upper().ljust(width) if width else name.upper() for name, width in COLUMNS)]
+    for row in rows:
+        when = datetime.fromisoformat(row["time"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+        detail = row.get("error") or row.get("exitstatus") or row.get("reason") or ""
+        if row.get("forced"):
+            detail = f"[forced] {detail}"
+        values = {"time": when, "cluster": row["cluster"], "vmid": str(row["vmid"] or ""), "name": row["name"],
+                  "action": row["action"] or "-", "outcome": row["outcome"], "attempt": str(row["attempt"] or "-"),
+                  "actor": row["actor"], "detail": " ".join(str(detail).split())}
+        cells = []
+        for name, width in COLUMNS:
+            text = values[name]
+            cells.append(text if not width else (text if len(text) <= width else text[: width - 1] + "~").ljust(width))
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmhealth.cli import load_config_or_exit
+    from vmhealth.webhook.client import base_url, call, print_json
+
+    config = load_config_or_exit(args, ())
+    params: dict[str, Any] = {"limit": args.limit}
+    for key in ("vmid", "since", "outcome", "cluster"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", None, args.timeout, params=params)
+    if status != 200:
+        print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}")
+        return 1
+    if args.json:
+        print_json(body)
+    elif not body["resets"]:
+        print("no remediation decisions recorded" + (" for these filters" if len(params) > 1 else ""))
+    else:
+        print(format_table(body["resets"]))
+    return 0
