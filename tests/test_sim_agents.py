@@ -1,0 +1,115 @@
+"""Simulated agents: the original heartbeat payload reaches a real HTTP receiver, with the shared or
+the per-VM key, stops while a guest hangs and comes back after a reset."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from vmhealth.keys import derive_vm_key
+from vmhealth.simulator.testing import running_simulator
+
+
+class Receiver:
+    """A stand-in for the exporter's POST /api/health/report that records what arrives."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[float, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with receiver.lock:
+                    receiver.reports.append((time.time(), self.headers.get("X-API-Key", ""), body))
+                reply = json.dumps({"success": True, "message": f"Health report received for {body['hostname']}"})
+                self.send_response(200 if self.path == "/api/health/report" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def vmids(self, since: float = 0.0) -> set[int]:
+        with self.lock:
+            return {int(body["vmid"]) for at, _, body in self.reports if at >= since}
+
+    def wait_for(self, condition: Any, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.thread.start()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+
+
+def test_every_running_guest_reports_the_original_payload(receiver: Receiver) -> None:
+    with running_simulator(nodes=2, guests=4, lxc=2, templates=1, agents_to=receiver.url, agent_interval=0.5,
+                           agent_key="shared-key", boot_seconds=0.2) as sim:
+        receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102, 103, 104, 105})
+        stats = sim.agents()
+    _, key, body = receiver.reports[0]
+    assert key == "shared-key"
+    assert set(body) == {"hostname", "vmid", "node", "status", "cpuUsage", "ramUsage", "ramTotal", "diskUsage",
+                         "diskTotal", "uptime", "timestamp", "cluster"}
+    assert isinstance(body["vmid"], str) and body["status"] == "running" and body["cluster"] == "sim"
+    assert 0 <= body["cpuUsage"] <= 100 and 0 < body["ramUsage"] <= body["ramTotal"]
+    assert body["hostname"] == f"vm{body['vmid']}" or body["hostname"] == f"ct{body['vmid']}"
+    assert stats["results"].get("200", 0) >= 6
+    assert 106 not in receiver.vmids()  # the template never runs an agent
+
+
+def test_per_vm_keys(receiver: Receiver) -> None:
+    with running_simulator(nodes=1, guests=3, agents_to=receiver.url, agent_interval=0.5, agent_key="k",
+                           agent_key_mode="per-vm", cluster_name="lab") as _sim:
+        receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102})
+    for _, key, body in receiver.reports:
+        assert body["cluster"] == "lab"
+        assert key == derive_vm_key("k", "lab", int(body["vmid"]))
+
+
+def test_a_hung_guest_goes_silent_and_reports_again_after_a_reset(receiver: Receiver) -> None:
+    with running_simulator(nodes=1, guests=3, agents_to=receiver.url, agent_interval=0.3, boot_seconds=0.5,
+                           task_seconds=0.1) as sim:
+        receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102})
+        sim.hang(101)
+        time.sleep(0.5)  # let a heartbeat already on its way arrive
+        silent_since = time.time()
+        receiver.wait_for(lambda: {100, 102} <= receiver.vmids(since=silent_since + 0.7))
+        assert 101 not in receiver.vmids(since=silent_since)
+
+        reset = requests.post(f"{sim.base_url}/nodes/pve1/qemu/101/status/reset", headers=sim.auth_header(),
+                              verify=sim.ca_bundle, timeout=10)
+        assert reset.status_code == 200
+        reset_at = time.time()
+        receiver.wait_for(lambda: 101 in receiver.vmids(since=reset_at))
+        first = min(at for at, _, body in receiver.reports if body["vmid"] == "101" and at >= reset_at)
+        assert first - reset_at >= 0.5  # not before the task ran and the guest booted
+        uptime = next(b["uptime"] for at, _, b in receiver.reports if b["vmid"] == "101" and at == first)
+        assert uptime <= 2
