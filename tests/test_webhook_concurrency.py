@@ -97,7 +97,8 @@ def test_two_instances_on_one_database_act_once(database: str, pve: FakePve, app
     # Both instances see the same incidents (the gauge is read from the shared database).
     for app in (first, second):
         registry = app.extensions["vmhealth"].metrics.registry
-        assert registry.get_sample_value("vmhealth_remediation_incident_attempts", {"cluster": "lab", "vmid": "101"}) == 1
+        labels = {"cluster": "lab", "vmid": "101"}
+        assert registry.get_sample_value("vmhealth_remediation_incident_attempts", labels) == 1
 
 
 def test_different_alerts_for_one_guest_on_two_instances_reset_once(

@@ -26,12 +26,12 @@ TOKEN = "am-secret-token"
 ADMIN = "admin-secret-token"
 
 
-def make_config(database_url: str, **policy: Any) -> Any:
+def make_config(database_url: str, webhook: dict[str, Any] | None = None, **policy: Any) -> Any:
     raw = {
         "clusters": [{"name": "lab", "host": HOST, "token_id": "monitor@pve!vmhealth",
                       "token_secret": "00000000-0000-0000-0000-000000000000", "verify_ssl": False}],
         "webhook": {"token": TOKEN, "admin_token": ADMIN, "database_url": database_url,
-                    "policy": {"cooldown": "10m", "boot_grace": "3m", **policy}},
+                    "policy": {"cooldown": "10m", "boot_grace": "3m", **policy}, **(webhook or {})},
     }
     return load(raw=raw, environ={}, components=("webhook",))
 
