@@ -3,10 +3,11 @@
 # Needs only a POSIX sh, awk, df, curl and /proc. Sends the same JSON report to the exporter's
 # POST /api/health/report every VMHEALTH_AGENT_INTERVAL seconds; logs changes of state, not every failure.
 #
-#   linux-agent.sh           run until killed
-#   linux-agent.sh --once    print one report and exit (nothing is sent)
+#   linux-agent.sh                   run until killed
+#   linux-agent.sh --once            print one report and exit (nothing is sent)
+#   linux-agent.sh --defaults FILE   read settings from FILE instead of /etc/default/vmhealth-agent
 #
-# Settings (environment, or /etc/default/vmhealth-agent, which is read when present):
+# Settings (environment, or the defaults file, which is read when present):
 #   VMHEALTH_AGENT_EXPORTER_URL   default http://127.0.0.1:9747
 #   VMHEALTH_AGENT_API_KEY        or VMHEALTH_AGENT_API_KEY_FILE (a file holding the key)
 #   VMHEALTH_AGENT_VMID           optional; without it the SMBIOS UUID identifies the guest
@@ -17,7 +18,18 @@
 #   VMHEALTH_AGENT_CA_BUNDLE      PEM file of the exporter's CA (https)
 set -u
 
-DEFAULTS=${VMHEALTH_AGENT_DEFAULTS:-/etc/default/vmhealth-agent}
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) vmhealth-agent: $*" >&2; }
+
+DEFAULTS=/etc/default/vmhealth-agent
+ONCE=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --once) ONCE=1 ;;
+    --defaults) [ $# -ge 2 ] || { log "--defaults needs a file"; exit 2; }; DEFAULTS=$2; shift ;;
+    *) log "unknown argument $1 (use --once, --defaults FILE)"; exit 2 ;;
+  esac
+  shift
+done
 # shellcheck disable=SC1090
 [ -r "$DEFAULTS" ] && . "$DEFAULTS"
 
@@ -28,8 +40,6 @@ INTERVAL=${INTERVAL%s}
 TIMEOUT=${VMHEALTH_AGENT_TIMEOUT:-10}
 TIMEOUT=${TIMEOUT%s}
 VERSION="sh-0.1.0"
-
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) vmhealth-agent: $*" >&2; }
 
 case "$INTERVAL$TIMEOUT" in *[!0-9]*|"") log "VMHEALTH_AGENT_INTERVAL and _TIMEOUT must be whole seconds"; exit 2 ;; esac
 [ "$TIMEOUT" -ge "$INTERVAL" ] && TIMEOUT=$((INTERVAL * 4 / 5)) && [ "$TIMEOUT" -lt 1 ] && TIMEOUT=1
@@ -75,7 +85,7 @@ report() {
   printf '}\n'
 }
 
-if [ "${1:-}" = "--once" ]; then
+if [ -n "$ONCE" ]; then
   sleep 1
   report
   exit 0

@@ -45,7 +45,7 @@ def setup_service_logging(path: str, level: str = "info") -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     setup_logging(level)
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
             handler.setStream(open(path, "a", encoding="utf-8"))  # noqa: SIM115 - lives as long as the service
 
 
