@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
@@ -35,7 +36,15 @@ class WebhookContext:
     def run_inline(self, event_id: int) -> Decision | None:
         return self._inline.run_one(event_id)
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any] | None:
+        """The database-backed gauges; None when the database cannot be read (they are left out)."""
+        try:
+            return self._state()
+        except SQLAlchemyError as exc:
+            log.warning("metrics without database-backed gauges: %s", str(exc).splitlines()[0])
+            return None
+
+    def _state(self) -> dict[str, Any]:
         return {
             "incidents": [(i.cluster, i.vmid, i.attempts) for i in self.store.open_incident_rows()],
             "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],

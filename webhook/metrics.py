@@ -36,14 +36,14 @@ class WebhookMetrics:
     def notification(self, status: str, result: str, count: int = 1) -> None:
         self.notifications_total.labels(status, result).inc(count)
 
-    def add_state(self, read: Callable[[], dict[str, Any]]) -> None:
+    def add_state(self, read: Callable[[], dict[str, Any] | None]) -> None:
         self.registry.register(_StateCollector(read))
 
 
 class _StateCollector(Collector):
     """Fresh gauge families from `read()` on every scrape."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]]):
+    def __init__(self, read: Callable[[], dict[str, Any] | None]):
         self.read = read
 
     def describe(self) -> Iterable[Metric]:
@@ -51,6 +51,8 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         state = self.read()
+        if state is None:
+            return []
         attempts = GaugeMetricFamily("vmhealth_remediation_incident_attempts",
                                      "Attempts so far of each open incident.", labels=["cluster", "vmid"])
         for cluster, vmid, count in state["incidents"]:

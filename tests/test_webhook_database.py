@@ -1,0 +1,169 @@
+"""The webhook's database: migrations from empty and from the older schema, and a database that goes
+away (503 so Alertmanager retries) and comes back (the retried notification is acted on once)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import responses
+from sqlalchemy import inspect, text
+
+from tests.conftest import free_port
+from tests.test_webhook_support import FakePve, auth, firing, make_config
+from vmhealth.db import current_revision, make_engine, upgrade
+from vmhealth.webhook import create_app
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: Any, tmp_path: Any) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path}/webhook.db"
+
+
+def test_migrations_upgrade_an_empty_database(database: str) -> None:
+    engine = make_engine(database)
+    try:
+        assert current_revision(engine, "webhook") is None
+        upgrade(engine, "webhook")
+        assert current_revision(engine, "webhook") == "wh0002"
+        tables = set(inspect(engine).get_table_names())
+        assert {"webhook_event", "webhook_incident", "webhook_action", "webhook_quarantine",
+                "alembic_version_webhook"} <= tables
+        upgrade(engine, "webhook")  # idempotent
+        assert current_revision(engine, "webhook") == "wh0002"
+    finally:
+        engine.dispose()
+
+
+def test_migrations_upgrade_the_older_schema_and_keep_its_history(database: str) -> None:
+    engine = make_engine(database)
+    try:
+        upgrade(engine, "webhook", "wh0001")
+        assert "webhook_quarantine" not in inspect(engine).get_table_names()
+        with engine.begin() as connection:
+            connection.execute(text(
+                "insert into webhook_action (at, cluster, node, vmid, name, fingerprint, action, outcome, actor,"
+                " reason) values (1700000000, 'lab', 'pve1', 100, 'web01', 'fp', 'reset', 'success',"
+                " 'alertmanager', 'old')"))
+        upgrade(engine, "webhook")
+        assert current_revision(engine, "webhook") == "wh0002"
+        columns = {c["name"] for c in inspect(engine).get_columns("webhook_action")}
+        assert {"forced", "received_at", "acted_at", "finished_at"} <= columns
+        with engine.connect() as connection:
+            row = connection.execute(text("select vmid, outcome, forced from webhook_action")).one()
+        assert (row.vmid, row.outcome, bool(row.forced)) == (100, "success", False)
+    finally:
+        engine.dispose()
+
+
+class TcpProxy:
+    """A TCP relay to PostgreSQL that the test can cut and restore, as a database outage."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.listener is not None:
+                with contextlib.suppress(OSError):  # shutdown wakes the accept() blocked in the thread
+                    self.listener.shutdown(socket.SHUT_RDWR)
+                self.listener.close()
+                self.listener = None
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxied(postgres_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxy.start()
+    netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    try:
+        yield urlunsplit(parts._replace(netloc=netloc)), proxy
+    finally:
+        proxy.stop()
+
+
+def test_database_down_replies_503_and_the_retry_succeeds(proxied: tuple[str, TcpProxy]) -> None:
+    url, proxy = proxied
+    mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+    mock.start()
+    pve = FakePve(mock)
+    for vmid in range(900, 910):
+        pve.add(vmid, status="stopped", uptime=0)
+    pve.add(100)
+    app = create_app(make_config(url), task_poll_interval=0.01, settle=0.05, worker_poll=0.05)
+    ctx = app.extensions["vmhealth"]
+    try:
+        client = app.test_client()
+        assert client.get("/metrics").status_code == 200
+        proxy.stop()
+        response = client.post("/alerts", json=firing(100), headers=auth())
+        assert response.status_code == 503 and "database" in response.get_json()["error"]
+        assert client.get("/metrics").status_code == 200  # the database-backed gauges are left out
+        assert pve.posts == []
+        proxy.start()
+        assert client.post("/alerts", json=firing(100), headers=auth()).status_code == 200
+        assert ctx.worker.drain(30)
+        assert pve.resets(100) == 1
+        registry = ctx.metrics.registry
+        assert registry.get_sample_value("vmhealth_webhook_notifications_total",
+                                         {"status": "firing", "result": "unavailable"}) == 1
+        assert registry.get_sample_value("vmhealth_webhook_notifications_total",
+                                         {"status": "firing", "result": "recorded"}) == 1
+    finally:
+        ctx.close()
+        mock.stop()
+        mock.reset()
