@@ -1,0 +1,172 @@
+"""Resident memory and CPU per collection cycle of the agent (push and pull), next to node_exporter's.
+
+    python3 bench/agent_footprint.py [--cycles 40] [--json]
+
+Push: the agent reports every `--interval` to a small receiver in this process; CPU per cycle is the
+agent's user+system CPU time over the accepted reports. Pull: this process scrapes the agent's
+/metrics `--cycles` times; CPU per cycle is the agent's CPU time per scrape. node_exporter (Debian's
+prometheus-node-exporter, when installed) is scraped the same way. Each program runs alone, and the
+first cycles (imports, first collection) are left out of the CPU figures; RSS is read at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psutil
+
+WARMUP = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Receiver(ThreadingHTTPServer):
+    """Counts accepted reports, standing in for the exporter's ingest."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.count = 0
+        super().__init__(("127.0.0.1", 0), _Accept)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Accept(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.count += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
+    return {**env, "VMHEALTH_AGENT_VMID": "100", **extra}
+
+
+def measure_push(cycles: int, interval: float) -> dict[str, Any]:
+    receiver = Receiver()
+    env = agent_env(VMHEALTH_AGENT_EXPORTER_URL=f"http://127.0.0.1:{receiver.server_address[1]}",
+                    VMHEALTH_AGENT_API_KEY="bench", VMHEALTH_AGENT_INTERVAL=f"{interval}s",
+                    VMHEALTH_AGENT_TIMEOUT=f"{interval * 0.8}s", VMHEALTH_AGENT_MODE="push")
+    proc = subprocess.Popen([sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"], env=env)
+    try:
+        ps = psutil.Process(proc.pid)
+        deadline = time.monotonic() + (cycles + WARMUP) * interval * 3 + 60
+        while receiver.count < WARMUP and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start_cpu, start_count = cpu_seconds(ps), receiver.count
+        while receiver.count < start_count + cycles and time.monotonic() < deadline:
+            time.sleep(0.05)
+        used, done = cpu_seconds(ps) - start_cpu, receiver.count - start_count
+        rss = ps.memory_info().rss
+    finally:
+        stop(proc)
+        receiver.shutdown()
+        receiver.server_close()
+    return {"program": "vmhealth agent (push)", "rss_bytes": rss, "cycles": done,
+            "cpu_ms_per_cycle": 1000 * used / max(done, 1)}
+
+
+def measure_scrapes(name: str, command: list[str], url: str, cycles: int, env: dict[str, str] | None = None,
+                    pause: float = 0.2) -> dict[str, Any]:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(url, proc)
+        ps = psutil.Process(proc.pid)
+        for _ in range(WARMUP):
+            urllib.request.urlopen(url, timeout=10).read()
+        start_cpu = cpu_seconds(ps)
+        size = 0
+        for _ in range(cycles):
+            size = len(urllib.request.urlopen(url, timeout=10).read())
+            time.sleep(pause)  # as between scrapes: idle time is part of what a program costs
+        used = cpu_seconds(ps) - start_cpu
+        rss = ps.memory_info().rss
+    finally:
+        stop(proc)
+    return {"program": name, "rss_bytes": rss, "cycles": cycles, "cpu_ms_per_cycle": 1000 * used / cycles,
+            "page_bytes": size}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=40, help="measured cycles per program (default 40)")
+    parser.add_argument("--interval", type=float, default=0.5, help="push interval in seconds (default 0.5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+
+    results = [measure_push(args.cycles, args.interval)]
+    port = free_port()
+    results.append(measure_scrapes(
+        "vmhealth agent (pull)", [sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"],
+        f"http://127.0.0.1:{port}/metrics", args.cycles,
+        env=agent_env(VMHEALTH_AGENT_MODE="pull", VMHEALTH_AGENT_LISTEN=f"127.0.0.1:{port}")))
+    node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if node_exporter:
+        port = free_port()
+        results.append(measure_scrapes("node_exporter (defaults)", [node_exporter,
+                                       f"--web.listen-address=127.0.0.1:{port}"],
+                                       f"http://127.0.0.1:{port}/metrics", args.cycles))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'program':28} {'RSS MiB':>8} {'CPU ms/cycle':>13} {'cycles':>7}")
+    for row in results:
+        print(f"{row['program']:28} {row['rss_bytes'] / 2**20:8.1f} {row['cpu_ms_per_cycle']:13.2f} {row['cycles']:7d}")
+    if not node_exporter:
+        print("(node_exporter not installed: apt-get install prometheus-node-exporter to compare)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
