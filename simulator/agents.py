@@ -132,13 +132,13 @@ class Agents:
             import requests
 
             session = self._local.session = requests.Session()
-            session.verify = self.verify
         return session
 
     def _post(self, vmid: int, payload: dict[str, Any]) -> None:
         try:
+            # verify per request: a Session's own setting loses to REQUESTS_CA_BUNDLE from the environment
             response = self._session().post(self.url, json=payload, headers={"X-API-Key": self.key_for(vmid)},
-                                            timeout=self.timeout)
+                                            timeout=self.timeout, verify=self.verify)
             result = str(response.status_code)
             error = None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
         except Exception as exc:  # connection refused, timeout: the agent just tries again next interval

@@ -104,20 +104,23 @@ class Api:
         sees_nodes = "Sys.Audit" in identity.privileges
         now = self.cluster.now()
         key = (kind or "", sees_vms, sees_nodes, self.cluster.version, int(now))
-        with self._cache_lock:
+        with self._cache_lock:  # one renderer at a time: concurrent misses wait for it, then hit
             cached = self._cache.get(key)
-        if cached is None:
-            items: list[dict[str, Any]] = []
-            if kind in (None, "", "node"):
-                items += [self._node_resource(n, now, sees_nodes) for n in self.cluster.nodes.values()]
-            if kind in (None, "", "vm") and sees_vms:
-                items += [self._guest_resource(g, now) for g in self.cluster.guests.values()]
-            if kind in (None, "", "storage"):
-                items += self._storage_resources()
-            cached = json.dumps(items, separators=(",", ":")).encode()
-            with self._cache_lock:
-                self._cache = {key: cached}
+            if cached is None:
+                cached = self._render_resources(kind, sees_vms, sees_nodes, now)
+                self._cache = {k: v for k, v in self._cache.items() if k[3:] == key[3:]}  # same version and second
+                self._cache[key] = cached
         return RawJson(cached)
+
+    def _render_resources(self, kind: str | None, sees_vms: bool, sees_nodes: bool, now: float) -> bytes:
+        items: list[dict[str, Any]] = []
+        if kind in (None, "", "node"):
+            items += [self._node_resource(n, now, sees_nodes) for n in self.cluster.nodes.values()]
+        if kind in (None, "", "vm") and sees_vms:
+            items += [self._guest_resource(g, now) for g in self.cluster.guests.values()]
+        if kind in (None, "", "storage"):
+            items += self._storage_resources()
+        return json.dumps(items, separators=(",", ":")).encode()
 
     def _node_resource(self, node: Any, now: float, detail: bool) -> dict[str, Any]:
         item: dict[str, Any] = {"id": f"node/{node.name}", "type": "node", "node": node.name,

@@ -77,14 +77,14 @@ class Guest:
     pid: int = 0
     migrate_to: str | None = None
     migrate_at: float = 0.0
+    seed: float = field(init=False)  # per-guest constants, hashed once: rendering 10,000 guests is hot
+    disk_share: float = field(init=False)
+    uuid: str = field(init=False)
 
-    @property
-    def seed(self) -> float:
-        return _unit("guest", self.vmid)
-
-    @property
-    def uuid(self) -> str:
-        return str(uuid.uuid5(UUID_NAMESPACE, f"vm:{self.vmid}"))
+    def __post_init__(self) -> None:
+        self.seed = _unit("guest", self.vmid)
+        self.disk_share = 0.2 + 0.5 * _unit("disk", self.vmid)
+        self.uuid = str(uuid.uuid5(UUID_NAMESPACE, f"vm:{self.vmid}"))
 
     @property
     def running(self) -> bool:
@@ -116,7 +116,7 @@ class Guest:
         return int(self.maxmem * share)
 
     def disk_used(self) -> int:
-        return int(self.maxdisk * (0.2 + 0.5 * _unit("disk", self.vmid)))
+        return int(self.maxdisk * self.disk_share)
 
     def net(self, now: float) -> tuple[int, int]:
         up = self.uptime(now)
