@@ -412,3 +412,17 @@ def test_metrics_endpoint_exposes_the_series(make: Any) -> None:
                  "vmhealth_remediation_queue_depth", "vmhealth_remediation_action_latency_seconds_bucket"):
         assert name in text, name
     assert json.loads(wh.client.get("/").get_data())["service"] == "vmhealth webhook"
+
+
+def test_escalation_stops_and_starts_after_a_failed_reset_but_not_for_ha_guests(make: Any) -> None:
+    wh = make(escalate=True)
+    wh.pve.add(100)
+    wh.pve.add(101, ha={"managed": 1, "state": "started"})
+    wh.pve.exitstatus = ["VM 100 qmp command 'system_reset' failed - got timeout"]
+    wh.send(firing(100))
+    assert wh.pve.posts == [("pve1", 100, "reset"), ("pve1", 100, "stop"), ("pve1", 100, "start")]
+    assert outcomes(wh, 100) == ["failed", "success"] and history(wh, 100)[0]["action"] == "stop+start"
+    wh.pve.exitstatus = ["VM 101 qmp command 'system_reset' failed - got timeout"]
+    wh.send(firing(101))
+    assert [p for p in wh.pve.posts if p[1] == 101] == [("pve1", 101, "reset")]
+    assert outcomes(wh, 101) == ["failed"]
