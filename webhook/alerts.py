@@ -34,8 +34,8 @@ def receive() -> tuple[object, int]:
     try:
         notification = parse_notification(body, clusters[0] if len(clusters) == 1 else None)
     except PayloadError as exc:
-        ctx.metrics.notification(str(body.get("status", "unknown")) if isinstance(body, dict) else "unknown",
-                                 "invalid")
+        status = body.get("status") if isinstance(body, dict) else None
+        ctx.metrics.notification(status if status in ("firing", "resolved") else "unknown", "invalid")
         return jsonify({"error": str(exc)}), 400
     if notification.truncated:
         log.warning("receiver %s: Alertmanager left out %d alert(s) of group %s (max_alerts); they arrive "

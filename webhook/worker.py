@@ -88,7 +88,13 @@ class Worker:
             # Left claimed: once the lease runs out, any worker takes it again.
             log.exception("alert event %s failed; it is taken up again after the claim lease", event_id)
             return None
-        self.store.finish_event(event_id, self.id, f"{decision.outcome}: {decision.detail}", decision.retry_after)
+        try:
+            self.store.finish_event(event_id, self.id, f"{decision.outcome}: {decision.detail}",
+                                    decision.retry_after)
+        except Exception:
+            # The decision and its history row are written; only the event stays claimed, and the next
+            # look at it meets the attempt already taken (cooldown), so nothing is done twice.
+            log.exception("could not mark alert event %s done", event_id)
         return decision
 
     def drain(self, timeout: float) -> bool:
