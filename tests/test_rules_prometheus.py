@@ -1,0 +1,153 @@
+"""The shipped prometheus.yml and rules in a real Prometheus, scraping a real `vmhealth exporter`.
+
+The Proxmox simulator stands in for the cluster; the exporter polls it and receives heartbeats over
+HTTP; Prometheus (Debian's binary) scrapes the exporter with the example configuration (only the
+target address, the intervals and the rule file paths changed) and evaluates the rules. With a 3s
+stale timeout in the vmhealth config, a guest that stops reporting becomes hung within seconds;
+VMHung itself shows up as pending (its `for: 3m` is not waited out here, promtool covers it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import binary, free_port
+from vmhealth.simulator.testing import RunningSimulator, running_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "prometheus-e2e-agent-key"
+
+
+def wait_for(condition: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"gave up waiting for {what} after {seconds}s (last: {last!r})")
+
+
+def _get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+
+
+class Process:
+    """A child process that is always stopped, with its output in a log file."""
+
+    def __init__(self, command: list[str], log: Path):
+        self.log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.log = log
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        self.log_file.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[RunningSimulator]:
+    with running_simulator(nodes=2, guests=3) as running:
+        yield running
+
+
+@pytest.fixture
+def exporter(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    config = {
+        "clusters": [sim.cluster_config(role="audit")],
+        "thresholds": {"stale_timeout": "3s"},
+        "exporter": {"listen": f"127.0.0.1:{port}", "poll_interval": "1s", "api_key": API_KEY,
+                     "database_url": f"sqlite:///{tmp_path}/exporter.db", "threads": 2},
+    }
+    (tmp_path / "vmhealth.yml").write_text(yaml.safe_dump(config))
+    process = Process([sys.executable, "-m", "vmhealth.cli", "exporter", "--config", str(tmp_path / "vmhealth.yml")],
+                      tmp_path / "exporter.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_for(lambda: (r := _get(f"{url}/readyz")) is not None and r.status_code == 200, 60,
+                         "the exporter to be ready")
+        assert ready, process.log.read_text()
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def prometheus(exporter: str, tmp_path: Path) -> Iterator[str]:
+    path = binary("prometheus")
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(ROOT / "prometheus" / rule) for rule in config["rule_files"]]
+    config.pop("alerting")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["vmhealth-exporter"]["static_configs"] = [{"targets": [exporter.removeprefix("http://")]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = Process([path, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                       f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "prometheus.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: (r := _get(f"{url}/-/ready")) is not None and r.status_code == 200, 60,
+                 "Prometheus to be ready")
+        yield url
+    finally:
+        process.stop()
+
+
+def query(prometheus: str, expr: str) -> dict[tuple[str, ...], float]:
+    reply = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5).json()
+    assert reply["status"] == "success", reply
+    return {tuple(f"{k}={v}" for k, v in sorted(item["metric"].items()) if k != "__name__"): float(item["value"][1])
+            for item in reply["data"]["result"]}
+
+
+def heartbeat(exporter: str, vmid: int) -> None:
+    body = {"hostname": f"guest-{vmid}", "vmid": str(vmid), "status": "running", "cpuUsage": 12.5, "ramUsage": 1024,
+            "ramTotal": 4096, "diskUsage": 20000, "diskTotal": 100000, "uptime": 600, "timestamp": 0}
+    reply = requests.post(f"{exporter}/api/health/report", json=body, headers={"X-API-Key": API_KEY}, timeout=5)
+    assert reply.status_code == 200, reply.text
+
+
+def test_rules_in_prometheus(sim: RunningSimulator, exporter: str, prometheus: str) -> None:
+    nodes = {vmid: sim.guest(vmid)["node"] for vmid in (100, 101, 102)}
+    heartbeat(exporter, 101)  # then silent: stale after 3s, and hung
+
+    def health() -> dict[tuple[str, ...], float] | None:
+        heartbeat(exporter, 100)  # keeps reporting
+        got = query(prometheus, "cluster_vmid:vmhealth_guest_health:state")
+        want = {("cluster=sim", f"health={h}", f"node={nodes[v]}", f"vmid={v}"): 1.0
+                for v, h in ((100, "healthy"), (101, "down"), (102, "down"))}
+        return got if got == want else None
+
+    wait_for(health, 60, "the rules' health of each guest")
+    hung = query(prometheus, "cluster_vmid:vmhealth_guest_hung:bool")
+    assert hung == {("cluster=sim", f"node={nodes[100]}", "vmid=100"): 0.0,
+                    ("cluster=sim", f"node={nodes[101]}", "vmid=101"): 1.0}
+    alerts = wait_for(lambda: query(prometheus, 'ALERTS{alertname=~"VMHung|VMAgentMissing"}'), 30, "pending alerts")
+    assert alerts == {
+        ("action=reset", "alertname=VMHung", "alertstate=pending", "cluster=sim", f"node={nodes[101]}",
+         "severity=critical", "vmid=101"): 1.0,
+        ("alertname=VMAgentMissing", "alertstate=pending", "cluster=sim", f"node={nodes[102]}",
+         "severity=warning", "vmid=102"): 1.0,
+    }
+    # the threshold series the rules compare against come from the vmhealth config
+    assert query(prometheus, "cluster:vmhealth_config_stale_timeout_seconds:max") == {("cluster=sim",): 3.0}
