@@ -31,7 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of `command` only: its module is the only one imported.
+
+    Importing only the chosen subcommand keeps `vmhealth agent` free of every server-side module.
+    """
     parser = argparse.ArgumentParser(
         prog="vmhealth",
         description="Finds Proxmox guests that Proxmox calls running but that stopped reporting, "
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmhealth {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(
             name, help=help_text, description=(module.__doc__ or help_text).strip(),
@@ -51,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is one)."""
+    return next((word for word in argv if word in COMMANDS), None)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +96,8 @@ def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

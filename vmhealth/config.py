@@ -176,6 +176,9 @@ SCHEMA = Section(
     }
 )
 
+# The components that keep a database of their own (vmhealth.db migrates each).
+DATABASE_COMPONENTS = ("exporter", "webhook")
+
 # Which sections and keys each program cannot start without.
 COMPONENT_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "exporter": ("clusters", "exporter.api_key"),

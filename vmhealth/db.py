@@ -13,9 +13,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase
 
+from vmhealth.config import DATABASE_COMPONENTS
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
-COMPONENTS = ("exporter", "webhook")
+COMPONENTS = DATABASE_COMPONENTS
 
 
 class Base(DeclarativeBase):

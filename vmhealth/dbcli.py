@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from vmhealth.cli import load_config_or_exit
-from vmhealth.db import COMPONENTS
+from vmhealth.config import DATABASE_COMPONENTS as COMPONENTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
