@@ -1,4 +1,4 @@
-"""Sending reports to the exporter with urllib, and deciding when to try again.
+"""Sending reports to the exporter, and deciding when to try again.
 
 A failure is either transient (no connection, timeout, 5xx, 429: retried with exponential backoff and
 jitter, capped at the interval) or a refusal (400/401/403/404/413/415: the report or the key is wrong,
@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from vmhealth import __version__
+from vmhealth.agent.wire import post
 
 log = logging.getLogger("vmhealth.agent.push")
 
@@ -53,10 +51,13 @@ class Outcome:
         return self.state == "unreachable"
 
 
-def ssl_context(url: str, verify: bool, ca_bundle: str | None) -> ssl.SSLContext | None:
-    """The TLS context for an https exporter URL: verified by default, against `ca_bundle` when given."""
+def ssl_context(url: str, verify: bool, ca_bundle: str | None) -> Any:
+    """The TLS context for an https exporter URL (verified by default, against `ca_bundle` when given);
+    None for http, which then never loads the ssl module."""
     if not url.lower().startswith("https:"):
         return None
+    import ssl
+
     context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
     if not verify:
         context.check_hostname = False
@@ -85,28 +86,23 @@ class Pusher:
         return outcome
 
     def _post(self, body: bytes) -> Outcome:
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "X-API-Key": self.api_key,
-            "User-Agent": f"vmhealth-agent/{__version__}",
-        })
+        headers = {"Content-Type": "application/json", "X-API-Key": self.api_key,
+                   "User-Agent": f"vmhealth-agent/{__version__}"}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as reply:
-                reply.read(65536)
-                return Outcome("ok", reply.status, "")
-        except urllib.error.HTTPError as exc:
-            detail = _error_text(exc)
-            if exc.code in _TRANSIENT:
-                return Outcome("unreachable", exc.code, f"HTTP {exc.code} {detail}".strip())
-            return Outcome(f"refused:{exc.code}", exc.code, detail)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                return Outcome("refused:tls", None, f"TLS certificate not trusted: {reason.verify_message} "
+            status, reply = post(self.url, body, headers, self.timeout, self.context)
+        except OSError as exc:
+            verify_message = getattr(exc, "verify_message", None)  # ssl.SSLCertVerificationError
+            if verify_message:
+                return Outcome("refused:tls", None, f"TLS certificate not trusted: {verify_message} "
                                "(set agent.ca_bundle to the exporter's CA)")
-            return Outcome("unreachable", None, str(reason))
-        except (TimeoutError, ConnectionError, OSError) as exc:
             return Outcome("unreachable", None, f"{exc.__class__.__name__}: {exc}" if str(exc) else
                            exc.__class__.__name__)
+        if 200 <= status < 300:
+            return Outcome("ok", status, "")
+        detail = _error_text(reply)
+        if status in _TRANSIENT or status >= 500:
+            return Outcome("unreachable", status, f"HTTP {status} {detail}".strip())
+        return Outcome(f"refused:{status}", status, detail)
 
     def _record(self, outcome: Outcome) -> None:
         previous, self.state = self.state, outcome.state
@@ -134,12 +130,8 @@ class Pusher:
                       outcome.detail, f" — {hint}" if hint else "")
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _error_text(raw: bytes) -> str:
     """The exporter's own reason from a JSON error body (`error` and `fields`), else its first bytes."""
-    try:
-        raw = exc.read(4096)
-    except OSError:
-        return ""
     try:
         body = json.loads(raw)
     except ValueError:
