@@ -101,6 +101,8 @@ def prometheus(exporter: str, tmp_path: Path) -> Iterator[str]:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["vmhealth-exporter"]["static_configs"] = [{"targets": [exporter.removeprefix("http://")]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "agents-lab.yml").write_text((ROOT / "prometheus" / "sd" / "agents.example.yml").read_text())
     port = free_port()
     process = Process([path, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                        f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "prometheus.log")
@@ -151,3 +153,18 @@ def test_rules_in_prometheus(sim: RunningSimulator, exporter: str, prometheus: s
     }
     # the threshold series the rules compare against come from the vmhealth config
     assert query(prometheus, "cluster:vmhealth_config_stale_timeout_seconds:max") == {("cluster=sim",): 3.0}
+
+
+def test_agents_from_file_discovery(prometheus: str) -> None:
+    """The example file-SD list, copied as sd/agents-lab.yml, becomes pull-mode agent targets."""
+
+    def agents() -> list[dict[str, Any]]:
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return [t for t in targets if t["labels"]["job"] == "vmhealth-agent"]
+
+    found = wait_for(lambda: len(agents()) == 3 and agents(), 30, "three agent targets")
+    assert sorted((t["labels"]["instance"], t["labels"]["vmid"], t["scrapeUrl"]) for t in found) == [
+        ("lab/100", "100", "http://192.0.2.10:9748/metrics"),
+        ("lab/101", "101", "http://192.0.2.11:9748/metrics"),
+        ("lab/102", "102", "http://[2001:db8::12]:9748/metrics"),
+    ]
