@@ -1,18 +1,22 @@
 """Simulated in-guest agents: every running, responsive guest sends the original heartbeat payload to
-the exporter every interval (with jitter). One scheduler thread and a small pool of keep-alive HTTP
-sessions serve 10,000 guests; no thread per guest.
+the exporter every interval (with jitter). One scheduler thread and a small pool of senders, each
+with one keep-alive connection, serve 10,000 guests; no thread per guest.
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
+import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from vmhealth.keys import derive_vm_key
 from vmhealth.simulator.model import Cluster, Guest
@@ -42,6 +46,7 @@ class Agents:
             raise ValueError(f"agent key mode must be shared or per-vm, not {key_mode!r}")
         self.cluster = cluster
         self.url = url.rstrip("/") + "/api/health/report"
+        self._path = urlsplit(self.url).path
         self.interval = interval
         self.api_key = api_key
         self.key_mode = key_mode
@@ -55,6 +60,8 @@ class Agents:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._slots = threading.BoundedSemaphore(workers * 4)
+        self.behind = 0.0  # how late the scheduler is, in seconds (the exporter not keeping up)
         self.results: Counter[str] = Counter()
         self.last_error: str | None = None
         self.last_sent: dict[int, float] = {}
@@ -80,6 +87,7 @@ class Agents:
         with self._lock:
             return {"url": self.url, "interval": self.interval, "key_mode": self.key_mode,
                     "results": dict(self.results), "in_flight": self._in_flight, "last_error": self.last_error,
+                    "behind_seconds": round(self.behind, 3),
                     "reporting": len(self.last_sent)}
 
     def _loop(self) -> None:
@@ -109,40 +117,64 @@ class Agents:
             if payload is None:
                 heapq.heappush(due, (now + recheck, vmid))  # a silent guest: look again soon (it may reboot)
                 continue
-            self._send(vmid, payload)
+            self._send(vmid, payload, late=now - when)
             spread = 1 + rng.uniform(-self.jitter, self.jitter)
             heapq.heappush(due, (max(when + self.interval * spread, now + 0.01), vmid))
 
-    def _send(self, vmid: int, payload: dict[str, Any]) -> None:
-        with self._lock:
-            if self._in_flight >= self.workers * 64:  # the exporter cannot keep up: drop, as a busy agent would
-                self.results["dropped"] += 1
+    def _send(self, vmid: int, payload: dict[str, Any], late: float) -> None:
+        """Hand the heartbeat to a sender; when the exporter is slower than the guests, wait (heartbeats
+        arrive late, in turn) instead of queueing without bound."""
+        while not self._slots.acquire(timeout=0.5):
+            if self._stop.is_set():
                 return
+        with self._lock:
             self._in_flight += 1
+            self.behind = max(0.0, late)
         assert self._pool is not None
         try:
             self._pool.submit(self._post, vmid, payload)
         except RuntimeError:  # shutting down
+            self._slots.release()
             with self._lock:
                 self._in_flight -= 1
 
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = self._local.session = requests.Session()
-        return session
+    def _connection(self) -> http.client.HTTPConnection:
+        """This sender thread's keep-alive connection to the exporter (plain http.client: cheap per request)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            parts = urlsplit(self.url)
+            if parts.scheme == "https":
+                context = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
+                if self.verify is False:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                connection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=context)
+            else:
+                connection = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            self._local.connection = connection
+        return connection
 
     def _post(self, vmid: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", "X-API-Key": self.key_for(vmid)}
+        error = None
         try:
-            # verify per request: a Session's own setting loses to REQUESTS_CA_BUNDLE from the environment
-            response = self._session().post(self.url, json=payload, headers={"X-API-Key": self.key_for(vmid)},
-                                            timeout=self.timeout, verify=self.verify)
-            result = str(response.status_code)
-            error = None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
-        except Exception as exc:  # connection refused, timeout: the agent just tries again next interval
+            connection = self._connection()
+            try:
+                connection.request("POST", self._path, body, headers)
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()  # the server closed an idle keep-alive connection: once more on a new one
+                connection.request("POST", self._path, body, headers)
+                response = connection.getresponse()
+            text = response.read()
+            result = str(response.status)
+            if response.status != 200:
+                error = f"{response.status} {text[:200].decode('utf-8', 'replace')}"
+        except Exception as exc:  # refused, timeout: the agent just tries again next interval
+            self._local.connection = None
             result, error = "error", f"{type(exc).__name__}: {exc}"
+        self._slots.release()
         with self._lock:
             self._in_flight -= 1
             self.results[result] += 1
