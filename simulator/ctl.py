@@ -21,7 +21,13 @@ class SimControl:
     def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 10.0):
         self.url = base_url.rstrip("/")
         self.timeout = timeout
-        self.context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl._create_unverified_context()
+        try:
+            if ca_bundle:
+                self.context = ssl.create_default_context(cafile=ca_bundle)
+            else:
+                self.context = ssl._create_unverified_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ControlError(f"cannot use {ca_bundle} as the CA bundle: {exc}") from None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body or {}).encode() if method != "GET" else None
@@ -179,8 +185,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = SimControl(args.url, args.ca_bundle)
     try:
+        client = SimControl(args.url, args.ca_bundle)
         result = _CTL[args.verb][2](client, args)
     except ControlError as exc:
         print(f"vmhealth sim ctl: {exc}", file=sys.stderr)
