@@ -120,4 +120,5 @@ def test_different_alerts_for_one_guest_on_two_instances_reset_once(
     drain(first, second)
     assert pve.resets(100) == 1
     outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100").get_json()["resets"]]
-    assert outcomes.count("success") == 1 and all(o in ("success", "skipped:cooldown") for o in outcomes)
+    # The other events are refused (cooldown, or booting when they looked after the reset), never acted on.
+    assert outcomes.count("success") == 1 and all(o == "success" or o.startswith("skipped:") for o in outcomes)

@@ -167,3 +167,23 @@ def test_database_down_replies_503_and_the_retry_succeeds(proxied: tuple[str, Tc
         ctx.close()
         mock.stop()
         mock.reset()
+
+
+def test_db_upgrade_command_creates_the_webhook_schema(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    url = f"sqlite:///{tmp_path}/webhook.db"
+    config = tmp_path / "vmhealth.yml"
+    config.write_text(yaml.safe_dump({"webhook": {"database_url": url}}))
+    done = subprocess.run([sys.executable, "-m", "vmhealth", "db", "upgrade", "--component", "webhook",
+                           "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "webhook:" in done.stdout and "wh0002" in done.stdout
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine, "webhook") == "wh0002"
+    finally:
+        engine.dispose()

@@ -62,22 +62,26 @@ def run_child_until(url: str, mode: str, marker: str, timeout: float = 60) -> st
     """Start the child, wait for the line starting with `marker`, SIGKILL it; the line is returned."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, url, mode], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    found = None
     try:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while found is None and time.monotonic() < deadline:
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
             if ready:
                 line = proc.stdout.readline()
                 if line.startswith(marker):
-                    return line.strip()
-                if not line:
+                    found = line.strip()
+                elif not line:
                     break
-        raise AssertionError(f"child never printed {marker!r}: {proc.stderr.read() if proc.poll() is not None else ''}")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        errors = proc.stderr.read()
         proc.stdout.close()
         proc.stderr.close()
+    if found is None:
+        raise AssertionError(f"the child never printed {marker!r}; its stderr:\n{errors[-3000:]}")
+    return found
 
 
 @pytest.fixture
