@@ -27,6 +27,7 @@ def token_client(sim: RunningSimulator, verify: bool | str) -> ProxmoxAPI:
                       timeout=10)
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 @pytest.mark.parametrize("verify", ["ca_bundle", False])
 def test_proxmoxer_with_a_token(sim: RunningSimulator, verify: str | bool) -> None:
     api = token_client(sim, sim.ca_bundle if verify == "ca_bundle" else False)
