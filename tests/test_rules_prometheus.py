@@ -9,6 +9,7 @@ VMHung itself shows up as pending (its `for: 3m` is not waited out here, promtoo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,7 +52,9 @@ class Process:
     def __init__(self, command: list[str], log: Path):
         self.log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.log = log
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT)
+        # the test run's own VMHEALTH_* switches are not configuration for the program under test
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -83,9 +86,11 @@ def exporter(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
                       tmp_path / "exporter.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        ready = wait_for(lambda: (r := _get(f"{url}/readyz")) is not None and r.status_code == 200, 60,
-                         "the exporter to be ready")
-        assert ready, process.log.read_text()
+        try:
+            wait_for(lambda: (r := _get(f"{url}/readyz")) is not None and r.status_code == 200, 60,
+                     "the exporter to be ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{process.log.read_text()[-3000:]}") from None
         yield url
     finally:
         process.stop()
