@@ -108,3 +108,8 @@ def test_bad_durations(text):
 
 def test_format_duration():
     assert format_duration(5400) == "1h30m" and format_duration(0.25) == "250ms"
+
+
+def test_test_suite_switches_are_not_config_keys():
+    env = {"VMHEALTH_REQUIRE_POSTGRES": "1", "VMHEALTH_REQUIRE_BINARIES": "1", "VMHEALTH_TEST_POSTGRES_URL": "x"}
+    assert load(raw={"clusters": [CLUSTER]}, environ=env).clusters[0].name == "lab"

@@ -27,8 +27,11 @@ from vmhealth.durations import parse_duration
 
 ENV_PREFIX = "VMHEALTH_"
 DEFAULT_CONFIG_PATH = "vmhealth.yml"
-# Environment variables that select or steer a program rather than set a key.
-NON_KEY_ENV = {"VMHEALTH_CONFIG", "VMHEALTH_LOG_LEVEL", "VMHEALTH_LOG_FORMAT"}
+# Environment variables that select or steer a program (or the test suite) rather than set a key.
+NON_KEY_ENV = {
+    "VMHEALTH_CONFIG", "VMHEALTH_LOG_LEVEL", "VMHEALTH_LOG_FORMAT",
+    "VMHEALTH_REQUIRE_POSTGRES", "VMHEALTH_REQUIRE_BINARIES", "VMHEALTH_TEST_POSTGRES_URL",
+}
 _ENV_LIST_SLOTS = 16
 _REQUIRED = object()
 
