@@ -13,24 +13,11 @@ from typing import Any
 from vmhealth import __version__
 from vmhealth.agent.collect import Sample
 from vmhealth.agent.payload import Identity
+from vmhealth.textformat import escape
+from vmhealth.textformat import format_value as _number
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COLLECTORS = ("cpu", "memory", "swap", "filesystem", "network", "load", "boot_time")
-
-
-def escape(value: str) -> str:
-    """A label value escaped as the text format requires (backslash, double quote, newline)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float | int) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
 
 
 class _Page:

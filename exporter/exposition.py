@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 
 from vmhealth.exporter.state import ClusterState, GuestKey, Heartbeat
+from vmhealth.textformat import escape
+from vmhealth.textformat import format_value as _num
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -44,23 +46,6 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_config_mass_loss_ratio": ("gauge", "thresholds.mass_loss_fraction."),
     "vmhealth_reports_total": ("counter", "Heartbeat reports received, by result."),
 }
-
-
-def escape(value: str) -> str:
-    """A label value escaped as the text format requires."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _num(value: float | int) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
 
 
 def is_monitored(tags: Iterable[str], monitor_tags: list[str], ignore_tags: list[str]) -> bool:

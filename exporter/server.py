@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from types import SimpleNamespace
 from typing import Any
 
-from vmhealth.gunicorn_runner import gunicorn_settings, run_gunicorn
-
-log = logging.getLogger(__name__)
+from vmhealth.gunicorn_runner import serve as serve_app
 
 
 def stop_app(app: Any) -> None:
@@ -21,7 +18,4 @@ def stop_app(app: Any) -> None:
 def serve(config: SimpleNamespace) -> int:
     from vmhealth.exporter.app import create_app
 
-    settings = gunicorn_settings(config.exporter.listen, config.exporter.threads,
-                                 logging.getLevelName(logging.getLogger().level).lower())
-    log.info("exporter listening on %s", config.exporter.listen)
-    return run_gunicorn(lambda: create_app(config), settings, stop_app)
+    return serve_app("exporter", config.exporter, lambda: create_app(config), stop_app)

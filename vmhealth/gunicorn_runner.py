@@ -60,3 +60,11 @@ def run_gunicorn(factory: Callable[[], Any], settings: dict[str, Any], stop: Cal
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     _Application(factory, settings, stop).run()
     return 0
+
+
+def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None]) -> int:
+    """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
+    settings = gunicorn_settings(section.listen, section.threads,
+                                 logging.getLevelName(logging.getLogger().level).lower())
+    log.info("%s listening on %s", component, section.listen)
+    return run_gunicorn(factory, settings, stop)

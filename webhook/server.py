@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from types import SimpleNamespace
 from typing import Any
 
-from vmhealth.gunicorn_runner import gunicorn_settings, run_gunicorn
-
-log = logging.getLogger(__name__)
+from vmhealth.gunicorn_runner import serve as serve_app
 
 
 def stop_app(app: Any) -> None:
@@ -21,7 +18,4 @@ def stop_app(app: Any) -> None:
 def serve(config: SimpleNamespace) -> int:
     from vmhealth.webhook.app import create_app
 
-    settings = gunicorn_settings(config.webhook.listen, config.webhook.threads,
-                                 logging.getLevelName(logging.getLogger().level).lower())
-    log.info("webhook listening on %s", config.webhook.listen)
-    return run_gunicorn(lambda: create_app(config), settings, stop_app)
+    return serve_app("webhook", config.webhook, lambda: create_app(config), stop_app)
