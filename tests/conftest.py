@@ -26,6 +26,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run."""
+    if not _required("VMHEALTH_FORBID_SKIPS"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and session.exitstatus == 0:
+        reporter.write_line(f"VMHEALTH_FORBID_SKIPS: {len(skipped)} test(s) were skipped; every test must run here")
+        session.exitstatus = 1
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()

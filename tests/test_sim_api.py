@@ -1,4 +1,4 @@
-"""The simulator's API against the Proxmox schema extracts in ../shared/pve-api: required fields,
+"""The simulator's API against the Proxmox API schema extracts in tests/data: required fields,
 types (0/1 booleans, integers that are not floats), error bodies and status codes."""
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ import requests
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
-PVE_API = Path(__file__).resolve().parents[2] / "shared" / "pve-api"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def schema(name: str) -> dict[str, Any]:
-    path = PVE_API / "schema" / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"the Proxmox schema extracts are not at {PVE_API}")
-    return json.loads(path.read_text())["returns"]
+    return json.loads((DATA / "pve-api-schema" / f"{name}.json").read_text())["returns"]
 
 
 def problems(value: Any, spec: dict[str, Any], where: str = "data") -> list[str]:
@@ -139,7 +136,7 @@ def test_actions_return_upids_whose_task_ends_ok(sim: RunningSimulator, node: st
                                                  action: str, schema_name: str, task_type: str) -> None:
     upid = data(sim, "POST", f"nodes/{node}/{kind}/{vmid}/status/{action}")
     assert problems(upid, schema(schema_name)) == []
-    upid_format = json.loads((PVE_API / "upid-format.json").read_text())
+    upid_format = json.loads((DATA / "upid-format.json").read_text())
     assert __import__("re").match(upid_format["decode_regex"], upid), upid
     assert upid.split(":")[5:8] == [task_type, str(vmid), sim.token_id]
     status = wait_task(sim, node, upid)

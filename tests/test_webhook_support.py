@@ -19,7 +19,7 @@ import responses
 
 from vmhealth.config import load
 
-PAYLOADS = Path("/work/shared/alertmanager-webhook")
+PAYLOADS = Path(__file__).resolve().parent / "data" / "alertmanager-webhook"
 HOST = "pve.test:8006"
 BASE = f"https://{HOST}/api2/json"
 TOKEN = "am-secret-token"
