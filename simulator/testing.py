@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vmhealth.processes import stop_process
 from vmhealth.simulator.ctl import SimControl
 
 
@@ -127,9 +128,4 @@ def _subprocess(folder: str, a: dict[str, Any]) -> Iterator[RunningSimulator]:
             yield RunningSimulator(info["host"], info["ca_bundle"], a["token_id"], a["token_secret"],
                                    a["cluster_name"], a["extra"])
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except sp.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process)

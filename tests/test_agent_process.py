@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from vmhealth.processes import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +47,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, logs: Cal
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout=15)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.exporter_fixtures import API_KEY, report
+from vmhealth.processes import stop_process
 
 
 def write_config(tmp_path: Path, port: int, pve_port: int) -> Path:
@@ -52,13 +52,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, deadline: float
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout=20)
 
 
 def test_exporter_serves_with_proxmox_unreachable_and_keeps_last_seen(tmp_path):

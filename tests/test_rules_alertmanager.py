@@ -23,6 +23,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
+from vmhealth.processes import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "alertmanager-to-webhook-token"
@@ -84,12 +85,7 @@ def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
             wait_for(lambda: _ready(url), 30, "Alertmanager to be ready")
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 def _ready(url: str) -> bool:
@@ -99,14 +95,6 @@ def _ready(url: str) -> bool:
         return False
 
 
-def wait_for(condition: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what} after {seconds}s")
 
 
 def alert(name: str, severity: str, ends: datetime | None = None, **labels: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
+from vmhealth.processes import stop_process
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,12 +58,7 @@ class Process:
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        stop_process(self.process)
         self.log_file.close()
 
 

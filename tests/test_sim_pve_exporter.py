@@ -15,6 +15,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from vmhealth.processes import stop_process
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
 pytestmark = pytest.mark.slow
@@ -49,12 +50,7 @@ def pve_exporter(tmp_path: Path, port: int) -> Iterator[tuple[RunningSimulator, 
                         time.sleep(0.1)
                 yield sim, url
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+                stop_process(process)
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

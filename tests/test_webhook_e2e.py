@@ -20,18 +20,11 @@ import yaml
 
 from tests.conftest import binary, free_port
 from tests.test_webhook_support import ADMIN, TOKEN
+from vmhealth.processes import stop_process, wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _reachable(url: str) -> bool:
@@ -42,13 +35,7 @@ def _reachable(url: str) -> bool:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    stop_process(process, timeout=15)
 
 
 @pytest.fixture
