@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint clean
+.PHONY: install test lint clean demo soak bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools  # venv's bundled setuptools has known vulnerabilities (.ci/audit.py)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -16,6 +16,24 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The whole product on loopback against the simulator; one guest hangs and is reset (docs/demo.md).
+demo:
+	sh scripts/demo-prereqs.sh
+	$(MAKE) --no-print-directory $(VENV)/.installed
+	$(VENV)/bin/vmhealth demo $(DEMO_ARGS)
+
+# 10 minutes of 10,000 simulated agents against the exporter with Prometheus scraping (bench/soak.py;
+# SOAK_ARGS="--minutes 2 --guests 2000" for less). Result: bench/results/soak/soak.{json,md}.
+soak: $(VENV)/.installed
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
+# vmhealth next to prometheus-pve-exporter, Pushgateway and node_exporter, the webhook and the whole
+# stack's detection latency (bench/run_all.py, ~10-15 minutes on 2 cores); rewrites docs/benchmarks.md.
+# BENCH_ARGS="--only ingest_rate" for one script, "--smoke" for seconds.
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -1,12 +1,14 @@
 """Resident memory and CPU per collection cycle of the agent (push and pull), next to node_exporter's.
 
-    python3 bench/agent_footprint.py [--cycles 40] [--json]
+    python3 bench/agent_footprint.py [--cycles 100] [--json]
+    python3 bench/agent_footprint.py --smoke        # seconds: 5 cycles
 
 Push: the agent reports every `--interval` to a small receiver in this process; CPU per cycle is the
 agent's user+system CPU time over the accepted reports. Pull: this process scrapes the agent's
 /metrics `--cycles` times; CPU per cycle is the agent's CPU time per scrape. node_exporter (Debian's
 prometheus-node-exporter, when installed) is scraped the same way. Each program runs alone, and the
 first cycles (imports, first collection) are left out of the CPU figures; RSS is read at the end.
+Results go to bench/results/agent_footprint.json (or `--out`).
 """
 
 from __future__ import annotations
@@ -15,24 +17,21 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psutil
+from common import write_result
+
+from vmhealth.processes import free_port
 
 WARMUP = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Receiver(ThreadingHTTPServer):
@@ -140,10 +139,14 @@ def measure_scrapes(name: str, command: list[str], url: str, cycles: int, env: d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=40, help="measured cycles per program (default 40)")
+    parser.add_argument("--cycles", type=int, default=100, help="measured cycles per program (default 100)")
     parser.add_argument("--interval", type=float, default=0.5, help="push interval in seconds (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: 5 cycles")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
     args = parser.parse_args()
+    if args.smoke:
+        args.cycles, args.interval = 5, 0.2
 
     results = [measure_push(args.cycles, args.interval)]
     port = free_port()
@@ -157,6 +160,7 @@ def main() -> int:
         results.append(measure_scrapes("node_exporter (defaults)", [node_exporter,
                                        f"--web.listen-address=127.0.0.1:{port}"],
                                        f"http://127.0.0.1:{port}/metrics", args.cycles))
+    write_result("agent_footprint" + ("_smoke" if args.smoke else ""), {"programs": results}, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

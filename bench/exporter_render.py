@@ -1,20 +1,24 @@
 """How long the exporter takes to build /metrics for N guests, all with heartbeats (in-process).
 
-    python bench/exporter_render.py --guests 10000 --repeat 20
+    python bench/exporter_render.py --guests 10000 --repeat 20 --changed 0.5
 
-Prints the median and p95 render time and the page size per guest. It measures the exporter's own
-work only; the side-by-side comparison with prometheus-pve-exporter over HTTP is a separate script.
+Prints the median and p95 time of: a page formatted from nothing; a gzip scrape of the kept page
+when `--changed` of the guests reported since the last scrape (a 15 s scrape with agents every 30 s:
+0.5); the same when the exporter's background step already formatted all but the last second's
+reports. It measures the exporter's own work only; bench/scrape_cost.py compares over HTTP.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 from vmhealth.config import load
-from vmhealth.exporter.exposition import render
+from vmhealth.exporter.exposition import Page, render
 from vmhealth.exporter.poller import snapshot_from
 from vmhealth.exporter.state import Heartbeat, Store
 
@@ -36,25 +40,62 @@ def build(guests: int, nodes: int) -> tuple[Store, object]:
     return store, config
 
 
+def report(store: Store, vmids: list[int], now: float) -> None:
+    for vmid in vmids:
+        store.record("bench", vmid, Heartbeat(received=now, hostname=f"guest-{vmid}.example.org",
+                                              cpu_ratio=random.random(), mem_used=2 << 30, mem_total=4 << 30,
+                                              disk_used=10 << 30, disk_total=40 << 30, uptime=now - 1e9))
+
+
+def timed(repeat: int, before: Callable[[], None], work: Callable[[], object]) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        before()
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return sorted(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guests", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--changed", type=float, default=0.5, help="share of guests reporting between scrapes")
     args = parser.parse_args()
     store, config = build(args.guests, args.nodes)
-    times, size = [], 0
-    for _ in range(args.repeat):
-        started = time.perf_counter()
+    vmids = [100 + i for i in range(args.guests)]
+    page = Page(config)
+    changed = max(1, int(args.changed * args.guests))
+
+    def scrape() -> bytes:
+        clusters, heartbeats, keys, names = store.page_view()
+        return page.render_gzip(clusters, heartbeats, {"accepted": 1}, keys, names)
+
+    def change_all() -> None:
+        report(store, random.sample(vmids, changed), time.time())
+
+    def change_absorbed() -> None:  # the background step took all but the last second (1/15 of a 15 s scrape)
+        last = max(1, changed // 15)
+        report(store, random.sample(vmids, changed - last), time.time())
+        page.absorb(store)
+        report(store, random.sample(vmids, last), time.time())
+
+    def fresh() -> str:
         clusters, heartbeats = store.view()
-        page = render(clusters, heartbeats, config, {"accepted": 1})
-        times.append(time.perf_counter() - started)
-        size = len(page.encode())
-    times.sort()
-    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    series = page.count("\n") - 2 * page.count("# TYPE")
-    print(f"guests={args.guests} median={statistics.median(times) * 1000:.1f}ms p95={p95 * 1000:.1f}ms "
-          f"bytes={size} bytes_per_guest={size / args.guests:.0f} series={series}")
+        return render(clusters, heartbeats, config, {"accepted": 1})
+
+    size = len(fresh().encode())
+    scrape()
+    rows = {"from nothing": timed(args.repeat, lambda: None, fresh),
+            f"kept page, {changed} guests changed": timed(args.repeat, change_all, scrape),
+            f"kept page, {max(1, changed // 15)} not yet absorbed": timed(args.repeat, change_absorbed, scrape)}
+    print(f"guests={args.guests} bytes_per_guest={size / args.guests:.0f} gzip_bytes_per_guest="
+          f"{len(scrape()) / args.guests:.0f}")
+    for name, times in rows.items():
+        p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+        print(f"{name:40} median {statistics.median(times) * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms")
 
 
 if __name__ == "__main__":

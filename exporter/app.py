@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -15,10 +16,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from vmhealth import __version__
-from vmhealth.exporter.exposition import CONTENT_TYPE, is_monitored, render
+from vmhealth import __version__, openapi
+from vmhealth.exporter.exposition import CONTENT_TYPE, Page, is_monitored
 from vmhealth.exporter.health import classify
-from vmhealth.exporter.ingest import BadJson, Report, decode_json, parse_report
+from vmhealth.exporter.ingest import BadJson, FastReports, Report, decode_json, parse_report, vmid_text
 from vmhealth.exporter.persistence import StateStore, WriteBehind
 from vmhealth.exporter.poller import ClusterPoller
 from vmhealth.exporter.state import GuestKey, Store
@@ -51,6 +52,7 @@ class Exporter:
         self.pollers = {c.name: ClusterPoller(c, self.store, config) for c in config.clusters}
         self.write_behind = WriteBehind(self.store, self.db, config.exporter.flush_interval)
         self.reports: Counter[str] = Counter()
+        self.page = Page(config)
         self._reports_lock = threading.Lock()
         self.scheduler: BackgroundScheduler | None = None
 
@@ -70,6 +72,9 @@ class Exporter:
                 poller.poll, "interval", seconds=self.config.exporter.poll_interval, id=f"poll-{name}",
                 next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, misfire_grace_time=None,
             )
+        # /metrics formats changed guests every second, not all at once when Prometheus asks.
+        scheduler.add_job(self.page.absorb, "interval", args=[self.store], seconds=1,
+                          id="metrics-page", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self.write_behind.start()
@@ -110,6 +115,9 @@ def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Fla
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vmhealth_exporter"] = exporter
     _register_routes(app)
+    app.wsgi_app = FastReports(  # type: ignore[method-assign]
+        app.wsgi_app, lambda mimetype, key, read: _report(exporter, mimetype, key, read),
+        config.exporter.max_body_bytes, app.json.dumps)
     if start:
         exporter.start()
     return app
@@ -124,6 +132,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/", view_func=landing)
     app.add_url_rule("/healthz", view_func=healthz)
     app.add_url_rule("/readyz", view_func=readyz)
+    openapi.register(app)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
@@ -139,22 +148,32 @@ def _register_routes(app: Flask) -> None:
 # --- ingest ---------------------------------------------------------------------------------
 
 def report() -> tuple[Response, int]:
-    exporter = _exporter()
-    result, status, message, fields = _ingest(exporter)
+    status, reply = _report(_exporter(), request.mimetype, request.headers.get("X-API-Key"),
+                            lambda: request.get_data(cache=False))
+    return jsonify(reply), status
+
+
+def _report(exporter: Exporter, mimetype: str, key: str | None, read_body: Callable[[], bytes],
+            ) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON reply) of one heartbeat report, counted; also `FastReports`' handler."""
+    result, status, message, fields = _ingest(exporter, mimetype, key, read_body)
     exporter.count(result)
     if status == 200:
-        return jsonify({"success": True, "message": message}), 200
-    return _error(status, message, fields)
+        return 200, {"success": True, "message": message}
+    reply: dict[str, Any] = {"success": False, "error": message}
+    if fields:
+        reply["fields"] = fields
+    return status, reply
 
 
-def _ingest(exporter: Exporter) -> tuple[str, int, str, dict[str, str] | None]:
-    """(result label, HTTP status, message, field problems) for the current request."""
-    if request.mimetype != "application/json":
+def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Callable[[], bytes],
+            ) -> tuple[str, int, str, dict[str, str] | None]:
+    """(result label, HTTP status, message, field problems) for one report."""
+    if mimetype != "application/json":
         return "unsupported_media_type", 415, "send the report as JSON (Content-Type: application/json)", None
-    key = request.headers.get("X-API-Key")
     if not key:
         return "unauthorized", 401, "missing X-API-Key header", None
-    body = request.get_data(cache=False)
+    body = read_body()
     try:
         data = decode_json(body)
     except BadJson as exc:
@@ -191,8 +210,8 @@ def _authenticate(exporter: Exporter, key: str, data: dict[str, Any]) -> tuple[G
         return owner, True
     # A guest Proxmox does not list (yet): check the key against what the report claims.
     claimed_vmid = data.get("vmid")
-    if isinstance(claimed_vmid, str) and claimed_vmid.strip().isdigit():
-        claimed_vmid = int(claimed_vmid)
+    if isinstance(claimed_vmid, str):
+        claimed_vmid = vmid_text(claimed_vmid)
     if isinstance(claimed_vmid, int) and not isinstance(claimed_vmid, bool):
         clusters = [data["cluster"]] if isinstance(data.get("cluster"), str) else list(exporter.store.clusters)
         for cluster in clusters:
@@ -237,11 +256,10 @@ def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> G
 
 def metrics() -> Response:
     exporter = _exporter()
-    clusters, heartbeats = exporter.store.view()
     with exporter._reports_lock:
         reports = dict(exporter.reports)
-    page = render(clusters, heartbeats, exporter.config, reports)
-    return Response(page, mimetype=None, content_type=CONTENT_TYPE)
+    body, headers = exporter.page.scrape(exporter.store, reports, request.headers.get("Accept-Encoding", ""))
+    return Response(body, headers=headers, mimetype=None, content_type=CONTENT_TYPE)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -309,9 +327,10 @@ def list_vms() -> Response:
 
 
 def get_vm(vmid: str) -> tuple[Response, int] | Response:
-    if not vmid.isdigit():
+    number = vmid_text(vmid)
+    if number is None:
         return _error(400, f"vmid must be a number, got {vmid[:40]!r}")
-    rows = _vm_rows(cluster_filter=request.args.get("cluster") or None, vmid_filter=int(vmid))
+    rows = _vm_rows(cluster_filter=request.args.get("cluster") or None, vmid_filter=number)
     if not rows:
         return _error(404, f"no guest with vmid {vmid}")
     if len(rows) > 1:
@@ -354,6 +373,7 @@ LANDING = """<!doctype html><html><head><title>vmhealth exporter</title></head><
 <li><a href="/api/vms">/api/vms</a>, /api/vms/&lt;vmid&gt; &mdash; guests and their health</li>
 <li><a href="/api/status">/api/status</a> &mdash; counts and thresholds</li>
 <li><a href="/healthz">/healthz</a> (alive), <a href="/readyz">/readyz</a> (every cluster polled once)</li>
+<li><a href="/openapi.yaml">/openapi.yaml</a> &mdash; the OpenAPI document of this API</li>
 </ul></body></html>
 """
 

@@ -60,6 +60,7 @@ class ClusterState:
     last_error: str = ""
     poll_duration: float = 0.0
     last_success: float = 0.0
+    poll_errors: int = 0  # failed polls since the start: a failure between two scrapes still counts
     # vmid -> qmpstatus, for silent running QEMU guests whose status/current said not "running".
     paused: dict[int, str] = field(default_factory=dict)
     # SMBIOS UUID (lower case) -> vmid, from VM configs read so far; vmids whose config was read.
@@ -112,6 +113,10 @@ class Store:
         self._vm_keys: dict[str, GuestKey] = {}
         self._vm_keys_by_cluster: dict[str, dict[str, GuestKey]] = {}
         self._pending_uuids: dict[str, float] = {}
+        # What changed since the /metrics page last looked (see `page_view`): guests, and clusters
+        # whose snapshot was replaced (every guest of those is compared again).
+        self._page_keys: set[GuestKey] = set()
+        self._page_clusters: set[str] = set(self.clusters)
 
     # --- ingest -----------------------------------------------------------------------------
     def key_owner(self, key: str) -> GuestKey | None:
@@ -170,6 +175,7 @@ class Store:
         with self.lock:
             self.heartbeats[key] = heartbeat
             self.dirty.add(key)
+            self._page_keys.add(key)
             self.removed.discard(key)
             snapshot = self.clusters[cluster].snapshot
             if snapshot is not None and vmid not in snapshot.guests:
@@ -182,6 +188,7 @@ class Store:
             state = self.clusters[cluster]
             changed = state.snapshot is None or state.snapshot.guests.keys() != snapshot.guests.keys()
             state.snapshot = snapshot
+            self._page_clusters.add(cluster)
             state.up = True
             state.polled_once = True
             state.last_error = ""
@@ -208,12 +215,14 @@ class Store:
             state = self.clusters[cluster]
             state.up = False
             state.polled_once = True
+            state.poll_errors += 1
             state.last_error = error
             state.poll_duration = duration
 
     def set_paused(self, cluster: str, vmid: int, qmpstatus: str | None) -> None:
         with self.lock:
             paused = self.clusters[cluster].paused
+            self._page_keys.add((cluster, vmid))
             if qmpstatus and qmpstatus != "running":
                 paused[vmid] = qmpstatus
             else:
@@ -241,6 +250,7 @@ class Store:
             ]
             for key in gone:
                 del self.heartbeats[key]
+                self._page_keys.add(key)
                 self.dirty.discard(key)
                 self.removed.add(key)
                 self._unknown[cluster].discard(key[1])
@@ -255,6 +265,7 @@ class Store:
             for key, hb in heartbeats.items():
                 if key[0] in self.clusters:
                     self.heartbeats[key] = hb
+                    self._page_keys.add(key)
 
     def take_changes(self) -> tuple[dict[GuestKey, Heartbeat], set[GuestKey]]:
         """The heartbeats changed and the guests removed since the last call."""
@@ -279,8 +290,19 @@ class Store:
                 name: ClusterState(
                     name=s.name, snapshot=s.snapshot, up=s.up, polled_once=s.polled_once,
                     last_error=s.last_error, poll_duration=s.poll_duration, last_success=s.last_success,
-                    paused=dict(s.paused),
+                    poll_errors=s.poll_errors, paused=dict(s.paused),
                 )
                 for name, s in self.clusters.items()
             }
             return clusters, dict(self.heartbeats)
+
+    def page_view(self) -> tuple[dict[str, ClusterState], dict[GuestKey, Heartbeat], set[GuestKey], set[str]]:
+        """`view()` plus what changed since the last call: guests, and clusters with a new snapshot.
+
+        For the one /metrics page, which then formats only those guests again.
+        """
+        with self.lock:
+            keys, self._page_keys = self._page_keys, set()
+            names, self._page_clusters = self._page_clusters, set()
+        clusters, heartbeats = self.view()
+        return clusters, heartbeats, keys, names

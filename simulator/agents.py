@@ -112,7 +112,7 @@ class Agents:
             with self.cluster.lock:
                 guest = self.cluster.guests[vmid]
                 now = time.time()
-                responsive = self.cluster.agent_responsive(guest, now)
+                responsive = self.cluster.agent_responsive(guest, now) and not guest.agent_silenced
                 payload = heartbeat(guest, self.cluster.name, now) if responsive else None
             if payload is None:
                 heapq.heappush(due, (now + recheck, vmid))  # a silent guest: look again soon (it may reboot)

@@ -20,10 +20,11 @@ ROLES: dict[str, frozenset[str]] = {
     # everything vmhealth or prometheus-pve-exporter could need
     "full": frozenset({"Sys.Audit", "Sys.Modify", "Datastore.Audit", "VM.Audit", "VM.PowerMgmt", "VM.Monitor",
                        "VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted", "VM.Config.Options"}),
-    # PVEAuditor: read only, what the exporter needs
-    "audit": frozenset({"Sys.Audit", "Datastore.Audit", "VM.Audit"}),
-    # the minimal remediator role the README recommends for the webhook
-    "power": frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt", "VM.GuestAgent.Audit"}),
+    # exactly the roles docs/security.md creates with pveum (tests/test_security_privileges.py checks):
+    # VMHealthAuditor, read only, for the exporter
+    "audit": frozenset({"Sys.Audit", "VM.Audit"}),
+    # VMHealthRemediator, for the webhook
+    "power": frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt"}),
 }
 TICKET_LIFETIME = 7200
 
@@ -44,6 +45,7 @@ class Auth:
         self.tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self.users: dict[str, tuple[str, frozenset[str]]] = {}
         self.power_revoked = False
+        self.audit_revoked = False  # the token's ACL was removed: reads see nothing, /cluster/status is 403
         self._key = os.urandom(32)
 
     def add_token(self, token_id: str, secret: str, role: str = "full") -> None:
@@ -60,7 +62,10 @@ class Auth:
         self.users[userid] = (password, ROLES[role])
 
     def privileges(self, granted: frozenset[str]) -> frozenset[str]:
-        return granted - {"VM.PowerMgmt"} if self.power_revoked else granted
+        revoked = {"VM.PowerMgmt"} if self.power_revoked else set()
+        if self.audit_revoked:
+            revoked |= {"Sys.Audit", "VM.Audit", "Datastore.Audit"}
+        return granted - revoked
 
     # -- tickets --------------------------------------------------------------------------------
     def _sign(self, text: str) -> str:

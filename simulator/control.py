@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from vmhealth.simulator.server import Simulator
 
 GUEST_VERBS = ("hang", "unhang", "recover", "stuck", "pause", "resume", "lock", "unlock", "stop", "start", "tags",
-               "migrate")
+               "migrate", "silence", "unsilence")
 
 
 def guest_json(sim: Simulator, g: Guest) -> dict[str, Any]:
@@ -21,6 +21,9 @@ def guest_json(sim: Simulator, g: Guest) -> dict[str, Any]:
         "qmpstatus": g.qmpstatus, "lock": g.lock, "hung": g.hung, "stuck": g.stuck, "template": g.template,
         "tags": g.tags, "ha_managed": g.ha_managed, "uuid": g.uuid, "uptime": g.uptime(now),
         "guest_uptime": g.guest_uptime(now), "agent_responsive": sim.cluster.agent_responsive(g, now),
+        "agent_silenced": g.agent_silenced,
+        # when the exporter last accepted this guest's heartbeat (unix seconds), if agents are on
+        "agent_last_heartbeat": sim.agents.last_sent.get(g.vmid) if sim.agents else None,
     }
 
 
@@ -29,10 +32,11 @@ def state_json(sim: Simulator) -> dict[str, Any]:
     return {
         "cluster": c.name, "version": c.version, "quorate": c.quorate, "quorum_override": c.quorum_override,
         "nodes": {n.name: {"online": n.online, "nodeid": n.nodeid} for n in c.nodes.values()},
-        "guests": len(c.guests), "api_down": sim.api_down, "latency": sim.latency,
-        "power_revoked": sim.auth.power_revoked,
+        "guests": len(c.guests), "api_down": sim.api_down, "api_down_method": sim.api_down_method,
+        "latency": sim.latency, "latency_method": sim.latency_method, "power_revoked": sim.auth.power_revoked,
+        "audit_revoked": sim.auth.audit_revoked,
         "faulty_guests": [guest_json(sim, g) for g in c.guests.values()
-                          if g.hung or g.lock or g.qmpstatus not in ("running", "stopped")],
+                          if g.hung or g.lock or g.agent_silenced or g.qmpstatus not in ("running", "stopped")],
     }
 
 
@@ -71,17 +75,24 @@ def handle(sim: Simulator, method: str, parts: list[str], query: dict[str, str],
                 status = int(_number(body, "status", 500))
                 if not 500 <= status <= 599:
                     raise ApiError(400, "status must be from 500 to 599")
+                method_only = _method(body)
                 sim.api_down = status if body.get("down", True) else None
-                return {"api_down": sim.api_down}
+                sim.api_down_method = method_only if sim.api_down else None
+                return {"api_down": sim.api_down, "method": sim.api_down_method}
             case "POST", ["latency"]:
                 seconds = _number(body, "seconds", 0)
                 if not 0 <= seconds <= 120:
                     raise ApiError(400, "seconds must be from 0 to 120")
+                method_only = _method(body)
                 sim.latency = seconds
-                return {"latency": sim.latency}
+                sim.latency_method = method_only if seconds else None
+                return {"latency": sim.latency, "method": sim.latency_method}
             case "POST", ["privileges"]:
-                sim.auth.power_revoked = not bool(body.get("power", True))
-                return {"power_revoked": sim.auth.power_revoked}
+                if "power" in body:
+                    sim.auth.power_revoked = not bool(body["power"])
+                if "audit" in body:
+                    sim.auth.audit_revoked = not bool(body["audit"])
+                return {"power_revoked": sim.auth.power_revoked, "audit_revoked": sim.auth.audit_revoked}
             case "POST", ["heal"]:
                 return sim.heal()
             case "GET", ["requests"]:
@@ -91,11 +102,21 @@ def handle(sim: Simulator, method: str, parts: list[str], query: dict[str, str],
                 return {"cleared": True}
             case "GET", ["tasks"]:
                 vmid = _vmid(query["vmid"]) if query.get("vmid") else None
-                return [{**t.status_json(), "vmid": t.vmid} for t in c.tasks.values()
+                return [{**t.status_json(), "vmid": t.vmid, "requested_at": t.requested_at} for t in c.tasks.values()
                         if vmid is None or t.vmid == vmid]
             case "GET", ["agents"]:
                 return sim.agents.stats() if sim.agents else {"enabled": False}
     raise ApiError(404, f"no control endpoint {method} /_sim/{'/'.join(parts)}")
+
+
+def _method(body: dict[str, Any]) -> str | None:
+    """The optional `method` a fault is limited to (GET or POST); None means every call."""
+    method = body.get("method")
+    if method is None:
+        return None
+    if str(method).upper() not in ("GET", "POST"):
+        raise ApiError(400, f"method must be GET or POST, not {method!r}")
+    return str(method).upper()
 
 
 def _vmid(text: str) -> int:

@@ -82,6 +82,13 @@ class SimControl:
     def start_guest(self, vmid: int) -> Any:
         return self.guest_action(vmid, "start")
 
+    def silence(self, vmid: int) -> Any:
+        """The guest stays healthy but its heartbeats stop reaching the exporter (a broken monitoring path)."""
+        return self.guest_action(vmid, "silence")
+
+    def unsilence(self, vmid: int) -> Any:
+        return self.guest_action(vmid, "unsilence")
+
     def set_tags(self, vmid: int, tags: str) -> Any:
         return self.guest_action(vmid, "tags", tags=tags)
 
@@ -97,20 +104,28 @@ class SimControl:
     def quorum(self, quorate: bool | None) -> Any:
         return self.call("POST", "quorum", {"quorate": quorate})
 
-    def api_down(self, status: int = 500) -> Any:
-        return self.call("POST", "api", {"down": True, "status": status})
+    def api_down(self, status: int = 500, method: str | None = None) -> Any:
+        """Every API call (or only those of `method`: GET or POST) answers `status`."""
+        return self.call("POST", "api", {"down": True, "status": status, "method": method})
 
     def api_up(self) -> Any:
         return self.call("POST", "api", {"down": False})
 
-    def latency(self, seconds: float) -> Any:
-        return self.call("POST", "latency", {"seconds": seconds})
+    def latency(self, seconds: float, method: str | None = None) -> Any:
+        """Delay every API call (or only those of `method`) by `seconds` before it is carried out."""
+        return self.call("POST", "latency", {"seconds": seconds, "method": method})
 
     def revoke_power(self) -> Any:
         return self.call("POST", "privileges", {"power": False})
 
     def restore_power(self) -> Any:
         return self.call("POST", "privileges", {"power": True})
+
+    def revoke_audit(self) -> Any:
+        return self.call("POST", "privileges", {"audit": False})
+
+    def restore_audit(self) -> Any:
+        return self.call("POST", "privileges", {"audit": True})
 
     def heal(self) -> Any:
         return self.call("POST", "heal")
@@ -151,6 +166,9 @@ _CTL: dict[str, tuple[str, list[str], Any]] = {
     "unlock": ("remove the config lock", ["vmid"], lambda c, a: c.unlock(a.vmid)),
     "stop": ("power the guest off", ["vmid"], lambda c, a: c.stop_guest(a.vmid)),
     "start": ("power the guest on", ["vmid"], lambda c, a: c.start_guest(a.vmid)),
+    "silence": ("the guest is fine but its agent's heartbeats stop arriving", ["vmid"],
+                lambda c, a: c.silence(a.vmid)),
+    "unsilence": ("the agent's heartbeats arrive again", ["vmid"], lambda c, a: c.unsilence(a.vmid)),
     "tags": ("set the guest's Proxmox tags (a;b)", ["vmid", "tags"], lambda c, a: c.set_tags(a.vmid, a.tags)),
     "migrate": ("move the guest to NODE", ["vmid", "node"], lambda c, a: c.migrate(a.vmid, a.node)),
     "node-offline": ("take a node offline", ["node"], lambda c, a: c.node_offline(a.node)),
@@ -162,6 +180,9 @@ _CTL: dict[str, tuple[str, list[str], Any]] = {
     "latency": ("add SECONDS to every API call", ["seconds"], lambda c, a: c.latency(float(a.seconds))),
     "revoke-power": ("take VM.PowerMgmt from every token", [], lambda c, a: c.revoke_power()),
     "restore-power": ("give VM.PowerMgmt back", [], lambda c, a: c.restore_power()),
+    "revoke-audit": ("take Sys.Audit and VM.Audit from every token (an ACL removed)", [],
+                     lambda c, a: c.revoke_audit()),
+    "restore-audit": ("give the audit privileges back", [], lambda c, a: c.restore_audit()),
     "heal": ("switch every fault off", [], lambda c, a: c.heal()),
     "requests": ("API calls per path", [], lambda c, a: c.requests()),
     "clear-requests": ("empty the request log", [], lambda c, a: c.clear_requests()),

@@ -71,6 +71,7 @@ class Guest:
     lock: str | None = None
     hung: bool = False
     stuck: bool = False
+    agent_silenced: bool = False  # the guest is fine, but its heartbeats do not reach the exporter
     template: bool = False
     tags: str = ""
     ha_managed: bool = False
@@ -268,7 +269,8 @@ class Cluster:
                 task_type = f"ha{action}"
             exit_status, effect = self._outcome(guest, action, now)
             upid = make_upid(node, self._new_pid(), now, task_type, str(vmid), user)
-            task = Task.create(upid, vmid, end_at=now + self.task_seconds, effect=effect, exitstatus=exit_status)
+            task = Task.create(upid, vmid, end_at=now + self.task_seconds, effect=effect, exitstatus=exit_status,
+                               requested_at=now)
             self.tasks[upid] = task
             self._running.append(task)
             self._changed()
@@ -319,7 +321,7 @@ class Cluster:
         return guest
 
     def set_fault(self, vmid: int, fault: str, value: Any = None) -> Guest:
-        """Switch a guest fault on or off; `fault` is a control-API verb (hang, stuck, pause, lock, ...)."""
+        """Switch a guest fault on or off; `fault` is a control-API verb (hang, stuck, pause, lock, silence, ...)."""
         with self.lock:
             self.tick()
             guest = self.guest(vmid)
@@ -337,6 +339,8 @@ class Cluster:
                 if state not in QMP_STATES or state == "running":
                     raise ApiError(400, f"qmpstatus must be one of {', '.join(QMP_STATES[1:])}, not {state!r}")
                 guest.qmpstatus = state
+            elif fault in ("silence", "unsilence"):
+                guest.agent_silenced = fault == "silence"
             elif fault == "resume":
                 guest.qmpstatus = "running" if guest.running else "stopped"
             elif fault == "lock":

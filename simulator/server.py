@@ -39,6 +39,9 @@ class Simulator:
         self.agents: Agents | None = None
         self.api_down: int | None = None
         self.latency = 0.0
+        # when set, api_down / latency apply to this HTTP method only (POST: actions fail, reads work)
+        self.api_down_method: str | None = None
+        self.latency_method: str | None = None
         self.auth_fail_delay = auth_fail_delay
         self.httpd = _Server((host, port), _Handler, self, context)
         self._thread: threading.Thread | None = None
@@ -67,7 +70,7 @@ class Simulator:
         c = self.cluster
         with c.lock:
             for g in c.guests.values():
-                g.hung = g.stuck = False
+                g.hung = g.stuck = g.agent_silenced = False
                 g.lock = None
                 g.qmpstatus = "running" if g.running else "stopped"
             for name in c.nodes:
@@ -75,7 +78,9 @@ class Simulator:
             c.set_quorum(None)
             self.api_down = None
             self.latency = 0.0
+            self.api_down_method = self.latency_method = None
             self.auth.power_revoked = False
+            self.auth.audit_revoked = False
             return control.state_json(self)
 
 
@@ -173,9 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, sim: Simulator, method: str, path: str, query: dict[str, str], body: dict[str, Any]
              ) -> tuple[int, str | None]:
-        if sim.latency:
-            time.sleep(sim.latency)
-        if sim.api_down:
+        if sim.latency and sim.latency_method in (None, method):
+            time.sleep(sim.latency)  # before the call is carried out: a client that gives up still gets it done
+        if sim.api_down and sim.api_down_method in (None, method):
             return self._error(ApiError(sim.api_down, "ipcc_send_rec[1] failed: Connection refused")), None
         if method == "POST" and path == "access/ticket":
             try:

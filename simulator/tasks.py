@@ -40,12 +40,15 @@ class Task:
     fields: dict[str, Any]
     status: str = "running"
     endtime: int | None = None
+    requested_at: float = 0.0  # when the POST arrived, to the microsecond (the UPID has whole seconds)
 
     @classmethod
-    def create(cls, upid: str, vmid: int, end_at: float, effect: Callable[[], None] | None, exitstatus: str) -> Task:
+    def create(cls, upid: str, vmid: int, end_at: float, effect: Callable[[], None] | None, exitstatus: str,
+               requested_at: float = 0.0) -> Task:
         fields = parse_upid(upid)
         assert fields is not None, upid
-        return cls(upid=upid, vmid=vmid, end_at=end_at, exitstatus_when_done=exitstatus, effect=effect, fields=fields)
+        return cls(upid=upid, vmid=vmid, end_at=end_at, exitstatus_when_done=exitstatus, effect=effect, fields=fields,
+                   requested_at=requested_at)
 
     @property
     def running(self) -> bool:

@@ -9,21 +9,18 @@ for Debian's prometheus/promtool/alertmanager binaries with VMHEALTH_REQUIRE_BIN
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from vmhealth.binaries import INSTALL_HINT, find_binary
+from vmhealth.processes import free_port
+
+__all__ = ["binary", "free_port"]
+
 POSTGRES_URL = os.environ.get("VMHEALTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -48,12 +45,10 @@ def _required(variable: str) -> bool:
 
 def binary(name: str) -> str:
     """The path of a Debian monitoring binary; skip (or fail, when required) if it is missing."""
-    candidates = {"alertmanager": ["alertmanager", "prometheus-alertmanager"]}.get(name, [name])
-    for candidate in candidates:
-        path = shutil.which(candidate)
-        if path:
-            return path
-    message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+    path = find_binary(name)
+    if path:
+        return path
+    message = f"{name} is not installed ({INSTALL_HINT})"
     if _required("VMHEALTH_REQUIRE_BINARIES"):
         pytest.fail(message)
     pytest.skip(message)
@@ -97,3 +92,11 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     with engine.begin() as connection:
         connection.execute(text(f'drop schema "{schema}" cascade'))
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The webhook's database URL, once on a SQLite file and once on a fresh PostgreSQL schema."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path}/webhook.db"

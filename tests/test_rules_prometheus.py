@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,11 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from vmhealth.processes import stop_process
+from vmhealth.processes import stop_process, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "prometheus-e2e-agent-key"
-
-
-def wait_for(condition: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"gave up waiting for {what} after {seconds}s (last: {last!r})")
 
 
 def _get(url: str) -> requests.Response | None:

@@ -115,3 +115,41 @@ def test_a_hung_guest_goes_silent_and_reports_again_after_a_reset(receiver: Rece
         assert first - reset_at >= 0.5  # not before the task ran and the guest booted
         uptime = next(b["uptime"] for at, _, b in receiver.reports if b["vmid"] == "101" and at == first)
         assert uptime <= 2
+
+
+def test_a_silenced_agent_stops_reporting_while_the_guest_stays_healthy(receiver: Receiver) -> None:
+    """`silence` breaks only the path to the exporter: Proxmox and the QEMU guest agent see a healthy guest."""
+    with running_simulator(nodes=1, guests=3, agents_to=receiver.url, agent_interval=0.3, boot_seconds=0.2,
+                           task_seconds=0.1) as sim:
+        receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102})
+        receiver.wait_for(lambda: sim.guest(101)["agent_last_heartbeat"] is not None)
+        state = sim.silence(101)
+        assert state["agent_silenced"] and state["agent_responsive"] and not state["hung"]
+        assert [g["vmid"] for g in sim.state()["faulty_guests"]] == [101]
+        ping = requests.post(f"{sim.base_url}/nodes/pve1/qemu/101/agent/ping", headers=sim.auth_header(),
+                             verify=sim.ca_bundle, timeout=10)
+        assert ping.status_code == 200
+        time.sleep(0.5)  # let a heartbeat already on its way arrive
+        silent_since = time.time()
+        last = sim.guest(101)["agent_last_heartbeat"]
+        receiver.wait_for(lambda: {100, 102} <= receiver.vmids(since=silent_since + 0.7))
+        assert 101 not in receiver.vmids(since=silent_since)
+        assert last <= silent_since and sim.guest(101)["agent_last_heartbeat"] == last
+
+        assert not sim.unsilence(101)["agent_silenced"]
+        back = time.time()
+        receiver.wait_for(lambda: 101 in receiver.vmids(since=back))
+        assert sim.guest(101)["agent_last_heartbeat"] > back
+        sim.silence(102)
+        assert not sim.heal()["faulty_guests"]
+
+
+def test_a_task_records_when_it_was_requested() -> None:
+    with running_simulator(nodes=1, guests=1, task_seconds=0.1) as sim:
+        before = time.time()
+        reset = requests.post(f"{sim.base_url}/nodes/pve1/qemu/100/status/reset", headers=sim.auth_header(),
+                              verify=sim.ca_bundle, timeout=10)
+        assert reset.status_code == 200
+        [task] = sim.resets(100)
+        assert before <= task["requested_at"] <= time.time()
+        assert task["starttime"] == int(task["requested_at"])

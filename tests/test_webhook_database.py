@@ -20,13 +20,6 @@ from vmhealth.db import current_revision, make_engine, upgrade
 from vmhealth.webhook import create_app
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: Any, tmp_path: Any) -> str:
-    if request.param == "postgres":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path}/webhook.db"
-
-
 def test_migrations_upgrade_an_empty_database(database: str) -> None:
     engine = make_engine(database)
     try:

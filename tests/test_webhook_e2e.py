@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from tests.test_webhook_support import ADMIN, TOKEN
+from tests.test_webhook_support import ADMIN, TOKEN, send_alert
 from vmhealth.processes import stop_process, wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
@@ -82,20 +81,6 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             stop(webhook)
             webhook_log.close()
             am_log.close()
-
-
-def send_alert(am: str, vmid: int, cluster: str, resolved: bool = False) -> None:
-    now = datetime.now(UTC)
-    alert: dict[str, Any] = {
-        "labels": {"alertname": "VMHung", "action": "reset", "severity": "critical", "cluster": cluster,
-                   "vmid": str(vmid)},
-        "annotations": {"summary": "running in Proxmox, no heartbeat"},
-        "startsAt": (now - timedelta(minutes=10)).isoformat(),
-    }
-    if resolved:
-        alert["endsAt"] = now.isoformat()
-    response = requests.post(f"{am}/api/v2/alerts", json=[alert], timeout=10)
-    assert response.status_code == 200, response.text
 
 
 def cli(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:

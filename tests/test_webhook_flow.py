@@ -414,6 +414,15 @@ def test_metrics_endpoint_exposes_the_series(make: Any) -> None:
     assert json.loads(wh.client.get("/").get_data())["service"] == "vmhealth webhook"
 
 
+def test_action_counters_start_at_zero_so_the_first_reset_counts_in_increase(make: Any) -> None:
+    wh = make()
+    for result in ("success", "failed", "unknown"):
+        assert sample(wh, "vmhealth_remediation_actions_total", cluster="lab", action="reset", result=result) == 0
+    wh.pve.add(100)
+    wh.send(firing(100))
+    assert sample(wh, "vmhealth_remediation_actions_total", cluster="lab", action="reset", result="success") == 1
+
+
 def test_escalation_stops_and_starts_after_a_failed_reset_but_not_for_ha_guests(make: Any) -> None:
     wh = make(escalate=True)
     wh.pve.add(100)

@@ -99,12 +99,6 @@ def pve() -> Iterator[FakePve]:
         mock.reset()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: Any, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path}/webhook.db"
-
 
 def restart(url: str) -> Any:
     app = create_app(make_config(url, {"claim_lease": "1s"}), task_poll_interval=0.01, settle=0.05, worker_poll=0.05)

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -157,3 +158,18 @@ def timeout_error() -> Exception:
 
 def fresh(data: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(data)
+
+
+def send_alert(am: str, vmid: int, cluster: str, resolved: bool = False) -> None:
+    """Hand a real Alertmanager a VMHung alert for `vmid`, as Prometheus would."""
+    now = datetime.now(UTC)
+    alert: dict[str, Any] = {
+        "labels": {"alertname": "VMHung", "action": "reset", "severity": "critical", "cluster": cluster,
+                   "vmid": str(vmid)},
+        "annotations": {"summary": "running in Proxmox, no heartbeat"},
+        "startsAt": (now - timedelta(minutes=10)).isoformat(),
+    }
+    if resolved:
+        alert["endsAt"] = now.isoformat()
+    response = requests.post(f"{am}/api/v2/alerts", json=[alert], timeout=10)
+    assert response.status_code == 200, response.text

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("vmhealth.agent.cli", "report this guest's health: push heartbeats and/or serve /metrics"),
     "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
     "sim": ("vmhealth.simulator.cli", "run a simulated Proxmox VE cluster (HTTPS API, faults, agents)"),
+    "demo": ("vmhealth.demo", "watch a simulated guest hang and be reset: the whole product on loopback"),
     "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),
     "webhook": ("vmhealth.webhook.cli", "serve the Alertmanager receiver that resets hung guests, and its history"),
     "reset": ("vmhealth.webhook.resetcli", "reset a guest now, through the webhook's policy"),

@@ -306,7 +306,8 @@ def _build(schema: Section, raw: Any, path: str, loader: _Loader) -> SimpleNames
     allowed |= {f"{name}_file" for name, key in schema.keys.items() if isinstance(key, Key) and key.secret}
     for name in raw:
         if name not in allowed:
-            loader.problem(_keypath(path, str(name)), "unknown key" + _did_you_mean(str(name), allowed))
+            shown = str(name) if str(name).isidentifier() else repr(str(name))  # "", newlines, ": " stay visible
+            loader.problem(_keypath(path, shown), "unknown key" + _did_you_mean(str(name), allowed))
     for name, spec in schema.keys.items():
         here = _keypath(path, name)
         if isinstance(spec, Section):
@@ -426,6 +427,8 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = Path(filename).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{filename}: no such file (use --config FILE, or write {DEFAULT_CONFIG_PATH})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{filename}: not UTF-8 text (byte {exc.start} cannot be decoded)"]) from None
     except OSError as exc:
         raise ConfigError([f"{filename}: cannot read: {exc.strerror or exc}"]) from None
     if not text.strip():
@@ -496,8 +499,8 @@ def _check_clusters(config: SimpleNamespace, loader: _Loader) -> None:
     seen: set[str] = set()
     for i, cluster in enumerate(config.clusters):
         here = f"clusters[{i}]"
-        if cluster.name:
-            if not _CLUSTER_NAME.match(cluster.name):
+        if cluster.name is not None:
+            if not _CLUSTER_NAME.fullmatch(cluster.name):  # fullmatch: "$" would let "lab\n" through
                 loader.problem(f"{here}.name", "use letters, digits, '.', '-' and '_' only")
             if cluster.name in seen:
                 loader.problem(f"{here}.name", f"{cluster.name!r} is used by another cluster")
@@ -553,9 +556,19 @@ def _redact(schema: Section, node: SimpleNamespace) -> dict[str, Any]:
             out[name] = [_redact(spec, v) for v in value] if spec.repeated else _redact(spec, value)
         elif spec.secret and value is not None:
             out[name] = "<set>"
+        elif spec.kind == "url" and isinstance(value, str) and url_password(value):
+            out[name] = value.replace(f":{url_password(value)}@", ":<set>@", 1)
         else:
             out[name] = value
     return out
+
+
+def url_password(url: str) -> str | None:
+    """The password in `scheme://user:password@host/…` (a database URL), which is a secret too."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def secrets_of(config: SimpleNamespace) -> list[str]:
@@ -570,6 +583,8 @@ def secrets_of(config: SimpleNamespace) -> list[str]:
                     walk(spec, child)
             elif spec.secret and value:
                 found.append(str(value))
+            elif spec.kind == "url" and isinstance(value, str) and url_password(value):
+                found.append(str(url_password(value)))
 
     walk(SCHEMA, config)
     return found

@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 
 
 def gunicorn_settings(bind: str, threads: int, log_level: str = "info") -> dict[str, Any]:
-    """The settings every vmhealth server uses: one process (state in memory), several threads."""
+    """The settings every vmhealth server uses: one process (state in memory), several threads.
+
+    The limits bound what one client can hold: a request line of 4 KiB, 50 headers of 8 KiB each,
+    10 s to send a request or take a reply (`gunicorn_worker`), 15 s idle on a kept-alive
+    connection; the apps bound bodies (exporter.max_body_bytes, 4 MiB for the webhook).
+    """
     return {
         "bind": bind,
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": "vmhealth.gunicorn_worker.DeadlineThreadWorker",
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 20,
@@ -28,6 +33,7 @@ def gunicorn_settings(bind: str, threads: int, log_level: str = "info") -> dict[
         "limit_request_line": 4094,
         "limit_request_fields": 50,
         "limit_request_field_size": 8190,
+        "control_socket_disable": True,  # gunicorn >= 24's control socket: nothing here uses it
         "accesslog": None,
         "errorlog": "-",
         "loglevel": log_level,
@@ -42,6 +48,8 @@ class _Application(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.settings.items():
+            if key == "control_socket_disable" and key not in self.cfg.settings:
+                continue  # an older gunicorn without a control socket
             self.cfg.set(key, value)
         runner = self
 

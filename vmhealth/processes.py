@@ -6,12 +6,20 @@ one of them even when a test fails.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:

@@ -6,6 +6,15 @@ Standard library only: the agent uses it too.
 from __future__ import annotations
 
 
+def utf8_text(text: str) -> bool:
+    """Whether `text` can be stored, logged and exposed: JSON's "\\ud800" escapes decode to lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def escape(value: str) -> str:
     """A label value escaped as the text format requires (backslash, double quote, newline)."""
     if "\\" in value or '"' in value or "\n" in value:

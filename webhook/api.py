@@ -7,6 +7,7 @@ the quarantine, and is written into the history.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,11 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
+from vmhealth.textformat import utf8_text
 from vmhealth.webhook.auth import require_admin
 from vmhealth.webhook.payload import AlertEvent
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 1000
+MAX_VMID = 999_999_999  # larger ids are no guest of Proxmox's (and overflow SQLite's integers)
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -52,7 +55,7 @@ def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
                                                       f"add ?cluster= (one of {', '.join(names)})"}), 400)
 
 
-@bp.post("/vms/<int:vmid>/reset")
+@bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset")
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
@@ -60,11 +63,11 @@ def reset(vmid: int) -> tuple[Any, int]:
     if not isinstance(body, dict):
         return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
     reason, force, who = body.get("reason", "Manual reset"), body.get("force", False), body.get("actor", "admin")
-    if not isinstance(reason, str) or len(reason) > 1000:
+    if not isinstance(reason, str) or len(reason) > 1000 or not utf8_text(reason):
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    if not isinstance(who, str) or not who or len(who) > 200:
+    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     cluster, problem = _cluster(vmid)
     if problem:
@@ -95,7 +98,7 @@ def reset(vmid: int) -> tuple[Any, int]:
                     "outcome": decision.outcome, "resetAttempts": decision.attempts}), status
 
 
-@bp.post("/vms/<int:vmid>/release")
+@bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/release")
 @require_admin
 def release(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
@@ -104,12 +107,14 @@ def release(vmid: int) -> tuple[Any, int]:
         return problem
     body = request.get_json(silent=True) or {}
     who = body.get("actor", "admin") if isinstance(body, dict) else "admin"
+    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
     return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
 
 
-@bp.get("/vms/<int:vmid>/reset-history")
+@bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset-history")
 def reset_history(vmid: int) -> tuple[Any, int]:
     """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
     ctx = current_app.extensions["vmhealth"]
@@ -129,11 +134,9 @@ def resets() -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
     args = request.args
     try:
-        vmid = int(args["vmid"]) if args.get("vmid") else None
-        limit = int(args.get("limit", 100))
-        before = int(args["before"]) if args.get("before") else None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit: must be from 1 to {MAX_LIMIT}")
+        vmid = _whole(args.get("vmid"), "vmid", MAX_VMID)
+        limit = _whole(args.get("limit"), "limit", MAX_LIMIT) or 100
+        before = _whole(args.get("before"), "before", 2**62)
         since = parse_since(args.get("since"))
     except ValueError as exc:
         message = str(exc) if ":" in str(exc) else f"bad query parameter: {exc}"
@@ -147,14 +150,28 @@ def resets() -> tuple[Any, int]:
     return jsonify({"resets": [action_json(r) for r in rows], "next": following}), 200
 
 
+def _whole(value: str | None, name: str, high: int) -> int | None:
+    """A query parameter that must be a whole number from 1 to `high` (the database's integers are bounded)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not 1 <= int(text) <= high:
+        raise ValueError(f"{name}: must be a whole number from 1 to {high}, got {value[:40]!r}")
+    return int(text)
+
+
 def parse_since(value: str | None, now: float | None = None) -> float | None:
     """`since` as unix seconds: a duration back from now (`24h`), unix seconds, or an RFC 3339 time."""
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"since: {value!r} is not a time")
+        return seconds
     try:
         return (now or time.time()) - parse_duration(value)
     except ValueError:

@@ -11,7 +11,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
+from vmhealth import openapi
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
@@ -74,7 +76,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
     store = Store(engine)
-    metrics = WebhookMetrics()
+    metrics = WebhookMetrics(cluster.name for cluster in config.clusters)
     remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
     lease = float(config.webhook.claim_lease)
     size = int(config.webhook.policy.max_concurrent_actions)
@@ -93,12 +95,22 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     app.register_blueprint(alerts.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics_view.bp)
+    openapi.register(app)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        """JSON for every refusal Flask makes itself (404, 405, 413), like the API's own errors."""
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        return jsonify({"success": False, "error": message}), exc.code or 500
 
     @app.get("/")
     def index() -> tuple[Any, int]:
         return jsonify({"service": "vmhealth webhook", "endpoints": [
             "POST /alerts", "POST /api/vms/<vmid>/reset", "POST /api/vms/<vmid>/release",
-            "GET /api/vms/<vmid>/reset-history", "GET /api/resets", "GET /metrics", "GET /healthz"]}), 200
+            "GET /api/vms/<vmid>/reset-history", "GET /api/resets", "GET /metrics", "GET /healthz",
+            "GET /openapi.yaml"]}), 200
 
     @app.get("/healthz")
     def healthz() -> Response:

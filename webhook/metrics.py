@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 class WebhookMetrics:
     """The registry of one webhook app, with the counters the code increments."""
 
-    def __init__(self) -> None:
+    def __init__(self, clusters: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.actions_total = Counter(
             "vmhealth_remediation_actions", "Remediation decisions by action and result "
@@ -29,6 +29,12 @@ class WebhookMetrics:
         self.latency = Histogram(
             "vmhealth_remediation_action_latency_seconds", "From receiving the alert to calling Proxmox.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=self.registry)
+        # Series that exist from the start at 0, so that increase() counts the first reset after a start.
+        for cluster in clusters:
+            for result in ("success", "failed", "unknown"):
+                self.actions_total.labels(cluster, "reset", result)
+        for status, result in (("firing", "recorded"), ("firing", "duplicate"), ("resolved", "resolved")):
+            self.notifications_total.labels(status, result)
 
     def action(self, cluster: str, action: str, result: str) -> None:
         self.actions_total.labels(cluster, action, result).inc()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vmhealth.textformat import utf8_text
+
 # Labels that ask for a remediation; the DESIGN's `action`, and `remediate` as older routes name it.
 ACTION_LABELS = ("action", "remediate")
 ACTIONS = ("reset",)
@@ -83,6 +85,8 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise PayloadError(f"{where}.{key}: expected a string, got {type(item).__name__}")
+        if not utf8_text(key + item):
+            raise PayloadError(f"{where}: {key!r} holds a lone surrogate, which is not Unicode text")
     return dict(value)
 
 
@@ -93,7 +97,7 @@ def _vmid(labels: dict[str, str], where: str) -> int | None:
         raw = kind_id.partition("/")[2] if "/" in kind_id else None
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 999_999_999:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not 1 <= int(raw) <= 999_999_999:
         raise PayloadError(f"{where}.labels.vmid: {raw!r} is not a guest id")
     return int(raw)
 
@@ -106,7 +110,7 @@ def parse_alert(alert: Any, where: str, default_cluster: str | None) -> AlertEve
     if status not in ("firing", "resolved"):
         raise PayloadError(f"{where}.status: expected 'firing' or 'resolved', got {status!r}")
     fingerprint = alert.get("fingerprint")
-    if not isinstance(fingerprint, str) or not fingerprint or len(fingerprint) > 128:
+    if not isinstance(fingerprint, str) or not fingerprint or len(fingerprint) > 128 or not utf8_text(fingerprint):
         raise PayloadError(f"{where}.fingerprint: expected a non-empty string of at most 128 characters")
     labels = _string_map(alert.get("labels"), f"{where}.labels")
     _string_map(alert.get("annotations"), f"{where}.annotations")

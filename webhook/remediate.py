@@ -203,6 +203,16 @@ class Remediator:
             log.info("attempt %s of %s/%s settled as %s", row.attempt, incident.cluster, incident.vmid,
                      result.outcome)
 
+    def settle_interrupted(self, now: float) -> int:
+        """Settle attempts left pending past the claim lease, also of incidents that closed since.
+
+        Settling otherwise waits for the next event of the incident; when the alert resolved first,
+        none comes, and the row would stay pending, counted as in flight, for ever."""
+        incidents = self.store.interrupted_incidents(now - self.lease)
+        for incident in incidents:
+            self._settle_unfinished(incident, now)
+        return len(incidents)
+
     def _skip(self, base: Action, skip: Skip, incident: Incident | int | None,
               retry_after: float | None = None) -> Decision:
         now = time.time()

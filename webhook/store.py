@@ -3,8 +3,11 @@
 Every claim is a conditional UPDATE (`... WHERE state = 'pending'`) or an INSERT guarded by a unique
 constraint, checked by its row count or IntegrityError, so it holds across threads, processes and
 replicas on one PostgreSQL; on PostgreSQL the candidate rows are also read with FOR UPDATE SKIP
-LOCKED so replicas do not queue behind each other. SQLite transactions begin IMMEDIATE: SQLite
-serialises writers anyway, and this keeps a read-then-write transaction from failing half-way.
+LOCKED so replicas do not queue behind each other. SQLite write transactions begin IMMEDIATE: SQLite
+serialises writers anyway, and this keeps a read-then-write transaction from failing half-way. Reads
+begin DEFERRED, so that in WAL mode the history and /metrics stay readable while another connection
+holds the write lock; and recording a notification waits only RECORD_BUSY_SECONDS for that lock,
+so Alertmanager gets its 503 (and retries) well before its own delivery timeout of at least 10 s.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +27,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
 from vmhealth.webhook.payload import AlertEvent as Alert
 
+READ = -1.0  # the _BEGIN mode of a read-only session: a plain (deferred) BEGIN
+RECORD_BUSY_SECONDS = 5.0  # how long recording a notification waits for SQLite's write lock
+WRITE_BUSY_SECONDS = 30.0  # other writes (the worker's, migrations): nobody waits for them
+_BEGIN: ContextVar[float] = ContextVar("vmhealth_sqlite_begin", default=WRITE_BUSY_SECONDS)
+
 
 def _sqlite_immediate(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
@@ -30,7 +39,12 @@ def _sqlite_immediate(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # type: ignore[no-untyped-def]
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        busy = _BEGIN.get()
+        if busy == READ:
+            connection.exec_driver_sql("BEGIN")
+            return
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy * 1000)}")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -57,16 +71,31 @@ class Store:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def tx(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
-            yield session
+    def tx(self, busy: float = WRITE_BUSY_SECONDS) -> Iterator[Session]:
+        """A write transaction; on SQLite it waits up to `busy` seconds for the write lock."""
+        token = _BEGIN.set(busy)
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            _BEGIN.reset(token)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session; on SQLite (WAL) it does not wait for another connection's write lock."""
+        token = _BEGIN.set(READ)
+        try:
+            with self.sessions() as session:
+                yield session
+        finally:
+            _BEGIN.reset(token)
 
     # --- receiving -------------------------------------------------------------------------------
     def record(self, alerts: list[Alert], now: float, actor: str = "alertmanager", reason: str = "",
                force: bool = False) -> list[Recorded]:
         """Store each alert durably (one transaction); the caller replies only after this returns."""
         out: list[Recorded] = []
-        with self.tx() as session:
+        with self.tx(RECORD_BUSY_SECONDS) as session:
             for alert in alerts:
                 out.append(self._record_one(session, alert, now, actor, reason, force))
         return out
@@ -166,11 +195,11 @@ class Store:
             ).values(state="done", result=result[:2000], retry_after=retry_after))
 
     def event(self, event_id: int) -> AlertEvent:
-        with self.sessions() as session:
+        with self.read() as session:
             return session.get_one(AlertEvent, event_id)
 
     def pending_events(self) -> int:
-        with self.sessions() as session:
+        with self.read() as session:
             return int(session.scalar(select(func.count()).select_from(AlertEvent).where(
                 AlertEvent.state.in_(("pending", "claimed")))) or 0)
 
@@ -203,7 +232,7 @@ class Store:
         return incident
 
     def incident(self, incident_id: int) -> Incident:
-        with self.sessions() as session:
+        with self.read() as session:
             return session.get_one(Incident, incident_id)
 
     def close_incident(self, incident_id: int, now: float) -> None:
@@ -212,7 +241,7 @@ class Store:
                 state="closed", open_key=None, closed_at=now))
 
     def open_incidents(self, cluster: str) -> int:
-        with self.sessions() as session:
+        with self.read() as session:
             return int(session.scalar(select(func.count()).select_from(Incident).where(
                 Incident.cluster == cluster, Incident.state == "open", Incident.alertname != "manual")) or 0)
 
@@ -235,9 +264,16 @@ class Store:
                 raise RuntimeError("attempt row exists although the counter was free") from None
         return row
 
+    def interrupted_incidents(self, older_than: float) -> list[Incident]:
+        """Incidents, open or closed, with an attempt still pending since before `older_than`."""
+        stale = select(Action.incident_id).where(Action.outcome == "pending", Action.at < older_than,
+                                                 Action.incident_id.is_not(None))
+        with self.read() as session:
+            return list(session.scalars(select(Incident).where(Incident.id.in_(stale))).all())
+
     def unfinished_attempts(self, incident_id: int, older_than: float) -> list[Action]:
         """Attempts whose outcome is not known: interrupted (pending past the lease) or unknown."""
-        with self.sessions() as session:
+        with self.read() as session:
             return list(session.scalars(select(Action).where(
                 Action.incident_id == incident_id,
                 or_(Action.outcome == "unknown", and_(Action.outcome == "pending", Action.at < older_than)),
@@ -256,7 +292,7 @@ class Store:
                     pass
 
     def quarantined(self, cluster: str, vmid: int) -> Quarantine | None:
-        with self.sessions() as session:
+        with self.read() as session:
             return session.get(Quarantine, (cluster, vmid))
 
     def release(self, cluster: str, vmid: int, actor: str, now: float) -> bool:
@@ -273,11 +309,11 @@ class Store:
         return True
 
     def all_quarantined(self) -> list[Quarantine]:
-        with self.sessions() as session:
+        with self.read() as session:
             return list(session.scalars(select(Quarantine)).all())
 
     def open_incident_rows(self) -> list[Incident]:
-        with self.sessions() as session:
+        with self.read() as session:
             return list(session.scalars(select(Incident).where(Incident.state == "open")).all())
 
     # --- history ---------------------------------------------------------------------------------
@@ -292,18 +328,18 @@ class Store:
 
     def actions_since(self, since: float) -> int:
         """Actions that touched (or may have touched) Proxmox since `since`, every replica's."""
-        with self.sessions() as session:
+        with self.read() as session:
             return int(session.scalar(select(func.count()).select_from(Action).where(
                 Action.attempt.is_not(None), Action.at >= since)) or 0)
 
     def in_flight(self) -> int:
-        with self.sessions() as session:
+        with self.read() as session:
             return int(session.scalar(select(func.count()).select_from(Action).where(
                 Action.outcome == "pending")) or 0)
 
     def last_touch(self, cluster: str, vmid: int) -> Action | None:
         """The guest's last action that touched Proxmox, in any incident (for the post-reset grace)."""
-        with self.sessions() as session:
+        with self.read() as session:
             return session.scalars(select(Action).where(
                 Action.cluster == cluster, Action.vmid == vmid, Action.attempt.is_not(None),
             ).order_by(Action.at.desc()).limit(1)).first()
@@ -323,7 +359,7 @@ class Store:
                                 or outcome == "skipped" else Action.outcome == outcome)
         if before_id is not None:
             query = query.where(Action.id < before_id)
-        with self.sessions() as session:
+        with self.read() as session:
             return list(session.scalars(query).all())
 
 

@@ -2,7 +2,8 @@
 
 The database is the queue, so a restarted process, or another replica, finds the same work; the
 pool never holds more than `max_concurrent_actions` events, the rest wait in the table. The
-receiver wakes the worker at once; a periodic look also picks up events whose claimer died.
+receiver wakes the worker at once; a periodic look also picks up events whose claimer died, and a
+second thread settles attempts a dead process left pending (their alert may have resolved since).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
 
@@ -23,6 +26,14 @@ log = logging.getLogger(__name__)
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _retry_later(what: str, exc: Exception, seconds: float) -> None:
+    """One line while the database is away (it is retried every few seconds), a traceback otherwise."""
+    if isinstance(exc, SQLAlchemyError):
+        log.warning("%s: database unavailable (%s); trying again in %.0fs", what, str(exc).splitlines()[0], seconds)
+    else:
+        log.exception("%s failed; trying again in %.0fs", what, seconds)
 
 
 class Worker:
@@ -41,9 +52,12 @@ class Worker:
         self._inflight: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="vmhealth-worker", daemon=True)
+        self.sweep_interval = max(poll, min(lease / 2, 30.0))
+        self._sweeper = threading.Thread(target=self._sweep, name="vmhealth-settle", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._sweeper.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -52,6 +66,8 @@ class Worker:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._sweeper.is_alive():
+            self._sweeper.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def busy(self) -> int:
@@ -65,9 +81,17 @@ class Worker:
                 free = self.size - self.busy()
                 for event_id in self.store.claim_events(self.id, free, time.time(), self.lease):
                     self._submit(event_id)
-            except Exception:
-                log.exception("claiming alert events failed; trying again in %.0fs", self.poll)
+            except Exception as exc:
+                _retry_later("claiming alert events", exc, self.poll)
             self._wake.wait(self.poll)
+
+    def _sweep(self) -> None:
+        """Apart from the claim loop: following a found task may take up to `task_timeout`."""
+        while not self._stop.wait(self.sweep_interval):
+            try:
+                self.remediator.settle_interrupted(time.time())
+            except Exception as exc:
+                _retry_later("settling interrupted attempts", exc, self.sweep_interval)
 
     def _submit(self, event_id: int) -> None:
         future = self._pool.submit(self.run_one, event_id)

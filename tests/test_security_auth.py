@@ -1,0 +1,111 @@
+"""Every write route of both apps refuses missing and wrong credentials, and records nothing.
+
+The routes come from the apps' own URL maps, so a route added later is checked without anyone
+remembering to list it here. Cost: about 2 s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.exporter_fixtures import API_KEY, exporter_config, report
+from tests.test_webhook_support import ADMIN, TOKEN, firing, make_config
+
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+WEBHOOK_TABLES = ("webhook_event", "webhook_incident", "webhook_quarantine", "webhook_action")
+
+
+def write_routes(app: Any) -> list[tuple[str, str]]:
+    """(method, concrete path) of every write route, its parameters filled with a guest id."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods & WRITES):
+            out.append((method, re.sub(r"<[^>]+>", "100", rule.rule)))
+    return out
+
+
+def attempts(good: str, other: str) -> list[dict[str, str]]:
+    """Header sets that must all be refused: none, wrong ones, and the app's other credential."""
+    return [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {good}"},
+            {"Authorization": f"Bearer {good}x"}, {"Authorization": f"Bearer {good[:-1]}"},
+            {"Authorization": "Bearer "}, {"X-API-Key": good}, {"Authorization": f"Bearer {other}"}]
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Any]:
+    from vmhealth.exporter.app import create_app
+
+    app = create_app(exporter_config(tmp_path), start=False)
+    yield app
+    app.extensions["vmhealth_exporter"].db.close()
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[Any]:
+    from vmhealth.webhook.app import create_app
+
+    app = create_app(make_config(f"sqlite:///{tmp_path}/webhook.db"), start_worker=False)
+    yield app
+    app.extensions["vmhealth"].close()
+
+
+def test_every_exporter_write_route_refuses_missing_and_wrong_keys(exporter: Any) -> None:
+    routes = write_routes(exporter)
+    assert ("POST", "/api/health/report") in routes, "the enumeration must find the ingest route"
+    store = exporter.extensions["vmhealth_exporter"].store
+    client = exporter.test_client()
+    for method, path in routes:
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": API_KEY + "x"},
+                        {"X-API-Key": API_KEY[:-1]}, {"X-API-Key": API_KEY.upper()},
+                        {"Authorization": f"Bearer {API_KEY}"}):
+            reply = client.open(path, method=method, json=report(100), headers=headers)
+            assert reply.status_code == 401, (method, path, headers, reply.status_code)
+            assert API_KEY not in reply.get_data(as_text=True)
+    assert store.heartbeats == {} and exporter.extensions["vmhealth_exporter"].reports["unauthorized"] > 0
+    good = client.post("/api/health/report", json=report(100), headers={"X-API-Key": API_KEY})
+    assert good.status_code == 200, "the right key is accepted (the refusals above were about the key)"
+
+
+def counts(app: Any) -> dict[str, int]:
+    with app.extensions["vmhealth"].store.engine.connect() as connection:
+        return {t: connection.execute(text(f"select count(*) from {t}")).scalar_one() for t in WEBHOOK_TABLES}
+
+
+def test_every_webhook_write_route_refuses_missing_and_wrong_tokens(webhook: Any) -> None:
+    routes = write_routes(webhook)
+    expected = {("POST", "/alerts"), ("POST", "/api/vms/100/reset"), ("POST", "/api/vms/100/release")}
+    assert expected <= set(routes), f"the enumeration must find the known routes, found {routes}"
+    client = webhook.test_client()
+    before = counts(webhook)
+    for method, path in routes:
+        good, other = (TOKEN, ADMIN) if path == "/alerts" else (ADMIN, TOKEN)
+        body = firing(100) if path == "/alerts" else {"reason": "test"}
+        for headers in attempts(good, other):
+            reply = client.open(path, method=method, json=body, headers=headers)
+            assert reply.status_code == 401, (method, path, headers, reply.status_code)
+            text_ = reply.get_data(as_text=True)
+            assert TOKEN not in text_ and ADMIN not in text_
+    assert counts(webhook) == before, "a refused request recorded something"
+    reply = client.post("/alerts", json=firing(100), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 200, "the right token is accepted (the refusals above were about the token)"
+
+
+def test_an_unset_token_refuses_everyone(tmp_path: Path) -> None:
+    """A webhook started without admin_token has no manual API at all, rather than an open one."""
+    from vmhealth.webhook.app import create_app
+
+    config = make_config(f"sqlite:///{tmp_path}/webhook.db")
+    config.webhook.admin_token = None
+    app = create_app(config, start_worker=False)
+    try:
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
+            reply = app.test_client().post("/api/vms/100/reset", json={}, headers=headers)
+            assert reply.status_code == 401
+    finally:
+        app.extensions["vmhealth"].close()

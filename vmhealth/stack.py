@@ -1,0 +1,362 @@
+"""The whole product on loopback: simulator, exporter, webhook, Prometheus and Alertmanager.
+
+One launcher for the demo, the end-to-end tests, the benchmarks and the fault tests, so that all of
+them run the same configuration. The exporter and the webhook run as `vmhealth` subprocesses,
+Prometheus and Alertmanager are the real binaries; their configurations are generated from the
+repository's `prometheus/` and `alertmanager/` files with shorter timings:
+
+    with running_stack(StackSettings(guests=20), workdir) as stack:
+        stack.sim.hang(105)
+        ...
+        assert len(stack.sim.resets(105)) == 1
+
+Every `for:` of the rules is multiplied by `rule_time_scale`, so the rules keep their order
+(VMHealthMassHeartbeatLoss still fires before VMHung could) at a fraction of the production delays.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+import yaml
+
+from vmhealth.binaries import require_binary
+from vmhealth.bundled import bundled_file
+from vmhealth.durations import format_duration, parse_duration
+from vmhealth.processes import free_port, stop_process, wait_for
+
+AGENT_KEY = "demo-agent-key"
+WEBHOOK_TOKEN = "demo-webhook-token"
+ADMIN_TOKEN = "demo-admin-token"
+
+
+@dataclass
+class StackSettings:
+    """Sizes and timings of a stack; the defaults make a hang visible within a minute."""
+
+    nodes: int = 3
+    guests: int = 20
+    agent_interval: float = 2.0
+    stale_timeout: str = "10s"
+    poll_interval: str = "2s"
+    scrape_interval: str = "2s"
+    evaluation_interval: str = "2s"
+    rule_time_scale: float = 1 / 12
+    group_wait: str = "1s"
+    group_interval: str = "2s"
+    repeat_interval: str = "1m"
+    policy: dict[str, Any] = field(default_factory=dict)
+    database_url: str | None = None
+    webhook_replicas: int = 1
+    alertmanager_peers: int = 1
+    sim_task_seconds: float = 0.5
+    sim_boot_seconds: float = 2.0
+    sim_subprocess: bool = False
+    cluster_name: str = "sim"
+    start_timeout: float = 90.0
+    exporter: dict[str, Any] = field(default_factory=dict)  # extra `exporter:` keys
+    thresholds: dict[str, Any] = field(default_factory=dict)  # extra `thresholds:` keys
+    cluster: dict[str, Any] = field(default_factory=dict)  # extra `clusters[0]` keys (`timeout`, ...)
+    webhook: dict[str, Any] = field(default_factory=dict)  # extra `webhook:` keys (`claim_lease`, ...)
+    prometheus_args: list[str] = field(default_factory=list)  # extra flags (`--rules.alert.resend-delay=5s`)
+
+
+DEMO_POLICY: dict[str, Any] = {
+    "boot_grace": "0s", "cooldown": "15s", "max_cooldown": "1m", "task_timeout": "20s",
+    "retry_interval": "5s", "max_actions_per_hour": 30,
+}
+
+
+@dataclass
+class ManagedProcess:
+    """One child the stack started: how to start it again, where it logs, how to tell it is ready."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    ready_url: str
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self, timeout: float) -> None:
+        if self.running:
+            return
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # its own session: a terminal's Ctrl-C reaches only the parent, which stops the children in order
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True)
+        try:
+            wait_for(self._ready, timeout, f"{self.name} to be ready")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}; its log {self.log_path} ends with:\n{self.tail()}") from None
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}; its log {self.log_path} "
+                               f"ends with:\n{self.tail()}")
+        try:
+            return requests.get(self.ready_url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None:
+            if kill and self.process.poll() is None:
+                _kill_tree(self.process)
+            workers = _children(self.process)
+            stop_process(self.process, timeout=15)
+            _kill_leftovers(workers)  # a master SIGKILLed after the timeout leaves its worker behind
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, size: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
+
+
+def _kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and its children at once: `vmhealth exporter|webhook` is a gunicorn master
+    whose worker, left alive, would go on acting and keep the port from the restarted process."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    process.send_signal(signal.SIGKILL)
+    for child in children:
+        with suppress(psutil.NoSuchProcess):
+            child.kill()
+    process.wait(timeout=10)
+    psutil.wait_procs(children, timeout=10)
+
+
+def _children(process: subprocess.Popen[bytes]) -> list[Any]:
+    import psutil
+
+    try:
+        return psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_leftovers(children: list[Any]) -> None:
+    import psutil
+
+    for child in children:
+        with suppress(psutil.NoSuchProcess):
+            if child.is_running():
+                child.kill()
+    psutil.wait_procs(children, timeout=10)
+
+
+class Stack:
+    """A running stack: its URLs, its processes by name, and shortcuts to what the tests look at."""
+
+    def __init__(self, settings: StackSettings, workdir: Path, sim: Any):
+        self.settings = settings
+        self.workdir = workdir
+        self.sim = sim
+        self.cluster: str = sim.cluster_name
+        self.processes: dict[str, ManagedProcess] = {}
+        self.urls: dict[str, str] = {}
+        self.webhook_urls: list[str] = []
+        self.alertmanager_urls: list[str] = []
+        self.config_path = workdir / "vmhealth.yml"
+
+    # processes -------------------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        self.processes[name].start(self.settings.start_timeout)
+
+    def stop(self, name: str) -> None:
+        self.processes[name].stop()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL of the process and its children: no shutdown handler runs, as after a crash."""
+        self.processes[name].stop(kill=True)
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+
+    def log(self, name: str) -> str:
+        process = self.processes[name]
+        return process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+
+    def close(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    # what the stack knows ---------------------------------------------------------------------
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """A Prometheus instant query's result vector."""
+        reply = requests.get(f"{self.urls['prometheus']}/api/v1/query", params={"query": expr}, timeout=10)
+        reply.raise_for_status()
+        return reply.json()["data"]["result"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Prometheus' pending and firing alerts."""
+        reply = requests.get(f"{self.urls['prometheus']}/api/v1/alerts", timeout=10)
+        reply.raise_for_status()
+        return reply.json()["data"]["alerts"]
+
+    def resets(self, vmid: int | None = None) -> list[dict[str, Any]]:
+        """The webhook's history rows, newest first."""
+        params = {"vmid": vmid} if vmid is not None else {}
+        reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10)
+        reply.raise_for_status()
+        return reply.json()["resets"]
+
+
+@contextmanager
+def running_stack(settings: StackSettings | None = None, workdir: Path | str | None = None) -> Iterator[Stack]:
+    """Start everything (ready, or RuntimeError with the failing log); stop everything on exit."""
+    import tempfile
+
+    from vmhealth.simulator.testing import running_simulator
+
+    settings = settings or StackSettings()
+    with ExitStack() as cleanup:
+        if workdir is None:
+            workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="vmhealth-stack-"))
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        exporter_port = free_port()
+        sim = cleanup.enter_context(running_simulator(
+            nodes=settings.nodes, guests=settings.guests, agents_to=f"http://127.0.0.1:{exporter_port}",
+            agent_interval=settings.agent_interval, agent_key=AGENT_KEY, cluster_name=settings.cluster_name,
+            boot_seconds=settings.sim_boot_seconds, task_seconds=settings.sim_task_seconds,
+            subprocess=settings.sim_subprocess,
+        ))
+        stack = Stack(settings, workdir, sim)
+        cleanup.callback(stack.close)
+        _build(stack, exporter_port)
+        for name in stack.processes:
+            stack.start(name)
+        yield stack
+
+
+def _build(stack: Stack, exporter_port: int) -> None:
+    """Write every configuration file into the workdir and define (not start) the processes."""
+    s, workdir = stack.settings, stack.workdir
+    webhook_ports = [free_port() for _ in range(s.webhook_replicas)]
+    am_ports = [free_port() for _ in range(s.alertmanager_peers)]
+    am_cluster_ports = [free_port() for _ in range(s.alertmanager_peers)]
+    prometheus_port = free_port()
+    stack.webhook_urls = [f"http://127.0.0.1:{port}" for port in webhook_ports]
+    stack.alertmanager_urls = [f"http://127.0.0.1:{port}" for port in am_ports]
+    stack.urls = {"exporter": f"http://127.0.0.1:{exporter_port}", "webhook": stack.webhook_urls[0],
+                  "prometheus": f"http://127.0.0.1:{prometheus_port}", "alertmanager": stack.alertmanager_urls[0]}
+
+    token_file = workdir / "webhook-token"
+    token_file.write_text(WEBHOOK_TOKEN)
+    config = {
+        "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
+        "thresholds": {"stale_timeout": s.stale_timeout, **s.thresholds},
+        "exporter": {"listen": f"127.0.0.1:{exporter_port}", "poll_interval": s.poll_interval, "api_key": AGENT_KEY,
+                     "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s", **s.exporter},
+        "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
+                    "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
+                    "policy": {**DEMO_POLICY, **s.policy}, **s.webhook},
+    }
+    stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    # the caller's VMHEALTH_* switches (CI's, say) are not configuration for the programs under test
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    python = [sys.executable, "-m", "vmhealth"]
+    config_arg = ["--config", str(stack.config_path)]
+
+    def add(name: str, command: list[str], ready_url: str, process_env: dict[str, str] | None = None) -> None:
+        stack.processes[name] = ManagedProcess(name, command, workdir / f"{name}.log", ready_url, process_env)
+
+    add("exporter", [*python, "exporter", *config_arg], f"{stack.urls['exporter']}/readyz", env)
+    for index, port in enumerate(webhook_ports):
+        add(_replica("webhook", index), [*python, "webhook", *config_arg, "--listen", f"127.0.0.1:{port}"],
+            f"http://127.0.0.1:{port}/healthz", env)
+
+    alertmanager = require_binary("alertmanager")
+    am_config = workdir / "alertmanager.yml"
+    am_config.write_text(yaml.safe_dump(alertmanager_config(s, stack.webhook_urls, token_file), sort_keys=False))
+    for index, (port, cluster_port) in enumerate(zip(am_ports, am_cluster_ports, strict=True)):
+        command = [alertmanager, f"--config.file={am_config}", f"--storage.path={workdir / f'am-data-{index}'}",
+                   f"--web.listen-address=127.0.0.1:{port}"]
+        if s.alertmanager_peers > 1:
+            command += [f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+                        f"--cluster.advertise-address=127.0.0.1:{cluster_port}", "--cluster.reconnect-timeout=1m"]
+            command += [f"--cluster.peer=127.0.0.1:{peer}" for peer in am_cluster_ports if peer != cluster_port]
+        else:
+            command.append("--cluster.listen-address=")
+        add(_replica("alertmanager", index), command, f"http://127.0.0.1:{port}/-/ready")
+
+    prometheus = require_binary("prometheus")
+    rules = [write_scaled_rules(bundled_file(f"prometheus/rules/{name}"), workdir / name, s.rule_time_scale)
+             for name in ("vmhealth-recording.yml", "vmhealth-alerts.yml")]
+    prom_config = workdir / "prometheus.yml"
+    prom_config.write_text(yaml.safe_dump(prometheus_config(s, stack, rules), sort_keys=False))
+    add("prometheus", [prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={workdir / 'prom-data'}",
+                       f"--web.listen-address=127.0.0.1:{prometheus_port}", *s.prometheus_args],
+        f"{stack.urls['prometheus']}/-/ready")
+
+
+def _replica(name: str, index: int) -> str:
+    return name if index == 0 else f"{name}-{index + 1}"
+
+
+def write_scaled_rules(source: Path, target: Path, scale: float) -> Path:
+    """Copy a rule file with every `for:` multiplied by `scale` (at least 1s where it was set)."""
+    document = yaml.safe_load(source.read_text())
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = format_duration(max(1.0, round(parse_duration(rule["for"]) * scale)))
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict[str, Any]:
+    def targets(urls: list[str]) -> list[dict[str, Any]]:
+        return [{"targets": [url.removeprefix("http://") for url in urls]}]
+
+    return {
+        "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": s.evaluation_interval},
+        "rule_files": [str(rule) for rule in rules],
+        "alerting": {"alertmanagers": [{"static_configs": targets(stack.alertmanager_urls)}]},
+        "scrape_configs": [
+            {"job_name": "vmhealth-exporter", "static_configs": targets([stack.urls["exporter"]])},
+            {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls)},
+        ],
+    }
+
+
+def alertmanager_config(s: StackSettings, webhook_urls: list[str], token_file: Path) -> dict[str, Any]:
+    """The repository's routing and inhibitions, with the stack's timings and webhook replicas."""
+    config = yaml.safe_load(bundled_file("alertmanager/alertmanager.yml").read_text())
+    timings = {"group_wait": s.group_wait, "group_interval": s.group_interval, "repeat_interval": s.repeat_interval}
+    config["route"].update(timings)
+    for route in config["route"].get("routes", []):
+        route.update(timings)
+    for receiver in config["receivers"]:
+        if receiver["name"] == "vmhealth-webhook":
+            template = receiver["webhook_configs"][0]
+            receiver["webhook_configs"] = [
+                {**template, "url": f"{url}/alerts",
+                 "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}}
+                for url in webhook_urls
+            ]
+    return config
