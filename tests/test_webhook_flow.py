@@ -143,6 +143,22 @@ def test_resolved_closes_the_incident_and_attempts_start_again(make: Any) -> Non
     assert rows[0]["outcome"] == "success" and rows[0]["attempt"] == 1 and wh.pve.resets(100) == 2
 
 
+def test_a_later_instance_resolving_closes_the_incident_an_older_one_does_not(make: Any) -> None:
+    """The alert fired again within one group interval, so Alertmanager never said the first instance
+    (00:05) ended: the second instance (00:07) joined its incident, and its end must close it. A late
+    resolved for an instance older than the incident (00:01) leaves the incident open."""
+    wh = make()
+    wh.pve.add(100)
+    wh.send(firing(100, starts_at="2026-01-01T00:05:00Z"))
+    wh.send(firing(100, starts_at="2026-01-01T00:07:00.5Z"))
+    assert wh.pve.resets(100) == 1
+    assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:01:00Z")).status_code == 200
+    assert len(wh.store.open_incident_rows()) == 1 and "resolved" not in outcomes(wh, 100)
+    assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:07:00.5Z")).status_code == 200
+    assert wh.store.open_incident_rows() == [] and outcomes(wh, 100)[-1] == "resolved"
+    assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") is None
+
+
 def test_a_resolved_alert_that_arrives_first_prevents_the_reset(make: Any) -> None:
     wh = make()
     wh.pve.add(100)
@@ -265,6 +281,24 @@ def test_unknown_outcome_is_settled_from_the_task_list_before_the_next_attempt(m
     assert rows[-1]["outcome"] == "success" and rows[-1]["upid"] == upid
     assert rows[0]["outcome"] == "skipped:booting"
     assert wh.pve.resets(100) == 1
+
+
+def test_an_unknown_attempt_is_never_credited_with_the_next_attempts_task(make: Any) -> None:
+    """Attempt 1 got a 503 and started nothing; attempt 2 reset the guest. Looking attempt 1 up again
+    later finds only attempt 2's task, which is not attempt 1's: one reset, one success in the history."""
+    wh = make(retry_interval="0s", cooldown="0s")
+    wh.pve.add(100)
+    wh.pve.post_error = [503]
+    wh.send(firing(100))
+    wh.send(firing(100))
+    [task] = [upid for upid, t in wh.pve.tasks.items() if t["type"] == "qmreset"]
+    assert [r["outcome"] for r in history(wh, 100)] == ["success", "unknown"]
+    wh.pve.guests[100]["uptime"] = 10
+    wh.send(firing(100))  # settles attempt 1 again before deciding (booting)
+    rows = {r["attempt"]: r for r in history(wh, 100) if r["attempt"]}
+    assert rows[1]["outcome"] == "unknown" and rows[1]["upid"] is None, rows[1]
+    assert rows[2]["outcome"] == "success" and rows[2]["upid"] == task
+    assert wh.pve.resets(100) == 2 and len(wh.pve.tasks) == 1  # two POSTs, the first refused
 
 
 def test_permission_denied_is_a_failed_attempt(make: Any) -> None:

@@ -64,12 +64,18 @@ def follow(client: PveClient, node: str, upid: str, timeout: float, interval: fl
         time.sleep(interval)
 
 
-def find_task(client: PveClient, node: str, kind: str, action: str, vmid: int, since: float) -> str | None:
-    """The UPID of our action's task on `node` started at or after `since` (unix seconds), if any."""
+def find_task(client: PveClient, node: str, kind: str, action: str, vmid: int, since: float,
+              until: float | None = None, taken: frozenset[str] = frozenset()) -> str | None:
+    """The UPID of our action's task on `node` started at or after `since` (unix seconds), if any.
+
+    `until` and `taken` keep a later attempt's task from being credited to an earlier one: tasks
+    started at or after `until`, and UPIDs already recorded for other attempts, are not ours."""
     task_type = TASK_TYPES.get((kind, action))
     tasks = client.tasks(node, vmid=vmid, typefilter=task_type, since=int(since), source="all", limit=50)
     for task in sorted(tasks or [], key=lambda t: t.get("starttime", 0)):
-        if task.get("type") == task_type and str(task.get("id")) == str(vmid) and task.get("starttime", 0) >= since:
+        started = task.get("starttime", 0)
+        if (task.get("type") == task_type and str(task.get("id")) == str(vmid) and started >= since
+                and (until is None or started < until) and task.get("upid") not in taken):
             return task.get("upid")
     return None
 
@@ -94,13 +100,14 @@ def act(
 
 def recover(
     client: PveClient, node: str, kind: str, vmid: int, action: str, since: float, timeout: float,
-    interval: float, cause: str, settle: float = 0.0,
+    interval: float, cause: str, settle: float = 0.0, until: float | None = None,
+    taken: frozenset[str] = frozenset(),
 ) -> Result:
     """What happened to an action whose POST had no clear answer: its task if one exists, else unknown."""
     deadline = time.monotonic() + settle
     while True:
         try:
-            upid = find_task(client, node, kind, action, vmid, since)
+            upid = find_task(client, node, kind, action, vmid, since, until, taken)
         except PveError as exc:
             return Result("unknown", None, None, f"{cause}; task list unreadable: {exc}")
         if upid:

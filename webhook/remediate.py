@@ -189,14 +189,22 @@ class Remediator:
                                  error=result.error, finished_at=time.time())
 
     def _settle_unfinished(self, incident: Incident, now: float) -> None:
-        """Before anything else: find out what became of attempts whose outcome was never learned."""
-        for row in self.store.unfinished_attempts(incident.id, now - self.lease):
+        """Before anything else: find out what became of attempts whose outcome was never learned.
+
+        A task started once the next attempt was sent, or recorded for another attempt, is not this
+        attempt's: crediting it would count one reset twice."""
+        unfinished = self.store.unfinished_attempts(incident.id, now - self.lease)
+        attempts = self.store.attempts_of(incident.id) if unfinished else []
+        for row in unfinished:
             client = self.clients[incident.cluster]
             kind = "lxc" if row.action == "reboot" else "qemu"
             action = row.action if row.action in ("reset", "reboot") else policy.action_for(kind)
             since = (row.acted_at or row.at) - 5
+            later = [a.acted_at or a.at for a in attempts if (a.attempt or 0) > (row.attempt or 0)]
+            taken = frozenset(a.upid for a in attempts if a.id != row.id and a.upid)
             result = actions.recover(client, row.node, kind, incident.vmid, action, since, self.policy.task_timeout,
-                                     self.task_poll_interval, f"attempt {row.attempt} was {row.outcome}")
+                                     self.task_poll_interval, f"attempt {row.attempt} was {row.outcome}",
+                                     until=min(later) - 5 if later else None, taken=taken)
             if result.outcome == "unknown" and row.outcome == "unknown":
                 continue
             self._finish(row, result)

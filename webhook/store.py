@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
 from vmhealth.webhook.payload import AlertEvent as Alert
+from vmhealth.webhook.payload import parse_time
 
 READ = -1.0  # the _BEGIN mode of a read-only session: a plain (deferred) BEGIN
 RECORD_BUSY_SECONDS = 5.0  # how long recording a notification waits for SQLite's write lock
@@ -145,11 +146,13 @@ class Store:
         session.execute(update(AlertEvent).where(
             AlertEvent.fingerprint == row.fingerprint, AlertEvent.starts_at == row.starts_at,
             AlertEvent.status == "firing").values(retry_after=None))
+        # The incident may have begun with an earlier instance of the same alert: Alertmanager never
+        # reports an instance resolved when the alert fired again within one group interval, so this
+        # later instance ending is what ends the incident. An older instance ending (late) does not.
         incident = session.scalars(select(Incident).where(
-            Incident.state == "open", Incident.fingerprint == row.fingerprint,
-            Incident.starts_at == row.starts_at)).first()
+            Incident.state == "open", Incident.fingerprint == row.fingerprint)).first()
         row.result = "no open incident"
-        if incident is None:
+        if incident is None or parse_time(incident.starts_at) > parse_time(row.starts_at):
             return
         session.execute(update(Incident).where(Incident.id == incident.id).values(
             state="closed", open_key=None, closed_at=now))
@@ -278,6 +281,12 @@ class Store:
                 Action.incident_id == incident_id,
                 or_(Action.outcome == "unknown", and_(Action.outcome == "pending", Action.at < older_than)),
             ).order_by(Action.id)).all())
+
+    def attempts_of(self, incident_id: int) -> list[Action]:
+        """The incident's attempts (the rows that touched or may have touched Proxmox), oldest first."""
+        with self.read() as session:
+            return list(session.scalars(select(Action).where(
+                Action.incident_id == incident_id, Action.attempt.is_not(None)).order_by(Action.attempt)).all())
 
     # --- quarantine ------------------------------------------------------------------------------
     def quarantine(self, cluster: str, vmid: int, incident_id: int | None, attempts: int, reason: str,
