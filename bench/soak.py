@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -44,9 +43,10 @@ from typing import Any
 import psutil
 import requests
 import yaml
+from common import Child
 
 from vmhealth.binaries import require_binary
-from vmhealth.processes import free_port, stop_process, wait_for
+from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
 AGENT_KEY = "soak-agent-key"
@@ -70,30 +70,6 @@ class Settings:
 
 
 # --- the processes --------------------------------------------------------------------------------
-
-class Child:
-    """A program under test, its output in a log file, always stopped."""
-
-    def __init__(self, name: str, command: list[str], workdir: Path):
-        self.name = name
-        self.log = workdir / f"{name}.log"
-        self._log_file = self.log.open("wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.tail()}")
-        return True
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=30)
-        self._log_file.close()
-
 
 def _ok(url: str) -> bool:
     try:

@@ -22,7 +22,11 @@ def soak_module() -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["soak"] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "bench"))  # the script imports its neighbour bench/common.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
     return module
 
 
