@@ -2,6 +2,7 @@
 
     python bench/webhook_latency.py                 # 50 single-alert notifications, then 1,000 alerts twice
     python bench/webhook_latency.py --smoke         # seconds
+    python bench/webhook_latency.py --alerts 3 --bulk-modes "kill switch"   # the kill-switch bulk only
 
 `vmhealth webhook` (gunicorn, SQLite, as users run it) against the simulator (a `vmhealth sim`
 process). Latency: one VMHung notification at a time, each for another guest; from the moment the
@@ -110,12 +111,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=50, help="single-alert notifications timed (default 50)")
     parser.add_argument("--bulk", type=int, default=1000, help="alerts in the bulk notification (default 1000)")
+    parser.add_argument("--bulk-modes", default="kill switch,dry-run",
+                        help="the bulk runs, comma-separated (default: 'kill switch,dry-run')")
     parser.add_argument("--profile", action="store_true", help="py-spy the webhook during the kill-switch bulk")
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 3 alerts, a 20-alert notification")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
     args = parser.parse_args()
     if args.smoke:
         args.alerts, args.bulk = 3, 20
+    modes = {m.strip() for m in args.bulk_modes.split(",") if m.strip()}
+    if not modes <= {"kill switch", "dry-run"}:
+        parser.error(f"--bulk-modes: unknown {sorted(modes - {'kill switch', 'dry-run'})}")
     guests = args.alerts + args.bulk
     result: dict[str, Any] = {"policy": POLICY}
     with tempfile.TemporaryDirectory(prefix="vmhealth-bench-") as folder, \
@@ -127,6 +133,8 @@ def main() -> int:
             result["latency"] = reset_latency(sim, url, [100 + i for i in range(args.alerts)])
         bulk_vmids = [100 + args.alerts + i for i in range(args.bulk)]
         for mode, policy in (("kill switch", {"enabled": False}), ("dry-run", {"dry_run": True})):
+            if mode not in modes:
+                continue
             child, url = webhook(sim, workdir, f"webhook-{mode.replace(' ', '-')}", policy)
             with child, ExitStack() as profiling:
                 if args.profile and mode == "kill switch":
@@ -138,7 +146,7 @@ def main() -> int:
                                                       "proxmox_calls": sum(sim.request_counts().values())})
     lat = result["latency"]["receive_to_reset"]
     print(f"receive -> reset: p50 {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms over {lat['n']} alerts")
-    for row in result["bulk"]:
+    for row in result.get("bulk", []):
         print(f"{row['alerts']} alerts ({row['mode']}): recorded in {row['recorded_s']:.2f} s, decided in "
               f"{row['decided_s']:.2f} s, {row['proxmox_calls']} Proxmox calls")
     path = write_result("webhook_latency" + ("_smoke" if args.smoke else ""), result, args.out)

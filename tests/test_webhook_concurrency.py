@@ -101,6 +101,23 @@ def test_two_instances_on_one_database_act_once(database: str, pve: FakePve, app
         assert registry.get_sample_value("vmhealth_remediation_incident_attempts", labels) == 1
 
 
+def test_two_instances_decide_each_refusal_once(database: str, pve: FakePve, apps: list[Any]) -> None:
+    """Refusals decided in bulk while claiming: each event by one instance, with one history row."""
+    first, second = start(apps, database, enabled=False), start(apps, database, enabled=False)
+    vmids = list(range(100, 160))
+    for part, app in ((vmids[::2], first), (vmids[1::2], second)):
+        body = firing(part[0])
+        body["alerts"] = [firing(vmid)["alerts"][0] for vmid in part]
+        assert app.test_client().post("/alerts", json=body, headers=auth()).status_code == 200
+    drain(first, second)
+    rows = first.test_client().get("/api/resets?limit=1000").get_json()["resets"]
+    assert sorted(r["vmid"] for r in rows) == vmids and {r["outcome"] for r in rows} == {"skipped:disabled"}
+    counted = [app.extensions["vmhealth"].metrics.registry.get_sample_value(
+        "vmhealth_remediation_actions_total", {"cluster": "lab", "action": "none", "result": "skipped:disabled"})
+        for app in (first, second)]
+    assert sum(c or 0 for c in counted) == len(vmids) and pve.posts == []
+
+
 def test_different_alerts_for_one_guest_on_two_instances_reset_once(
     database: str, pve: FakePve, apps: list[Any]
 ) -> None:

@@ -1,7 +1,9 @@
 """The webhook's decisions end to end inside one app: receiver, policy, actions, history, metrics.
 
 Proxmox is `responses` (FakePve); the database is a real SQLite file. Events are processed by
-`process_all`, which claims and decides them the way the worker does, so each test is deterministic.
+`process_all`, which claims and decides them the way the worker does, so each test is deterministic:
+every test runs twice, once with the refusals that need no Proxmox decided in bulk while claiming
+(as the worker does) and once with every event decided on its own (as the manual API does).
 """
 
 from __future__ import annotations
@@ -14,32 +16,37 @@ from typing import Any
 
 import pytest
 import responses
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config, payload, timeout_error
 from vmhealth.models.webhook import Action, AlertEvent, Incident
 from vmhealth.webhook import create_app
 
 
-def process_all(ctx: Any, rounds: int = 20) -> None:
-    """Claim and decide every pending event, as the worker would (bounded)."""
+def process_all(ctx: Any, bulk: bool = True, rounds: int = 20) -> None:
+    """Claim and decide every pending event, as the worker would (bounded); `bulk` False: one by one."""
     for _ in range(rounds):
-        ids = ctx.store.claim_events(ctx.worker_id, 100, time.time(), ctx.lease)
-        if not ids:
+        if bulk:
+            ids, refused = ctx.remediator.claim(ctx.worker_id, 100, time.time())
+        else:
+            ids, refused = ctx.store.claim_events(ctx.worker_id, 100, time.time(), ctx.lease), 0
+        if not ids and not refused:
             return
         for event_id in ids:
             ctx.run_inline(event_id)
     raise AssertionError("events kept coming back")
 
 
-@pytest.fixture
-def make(tmp_path: Any) -> Iterator[Any]:
+@pytest.fixture(params=["bulk", "one by one"])
+def make(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     apps: list[Any] = []
     mock = responses.RequestsMock(assert_all_requests_are_fired=False)
     mock.start()
     pve = FakePve(mock)
     for vmid in range(900, 910):  # stopped guests: the circuit breaker's denominator
         pve.add(vmid, status="stopped", uptime=0)
+
+    bulk = request.param == "bulk"
 
     def build(**policy: Any) -> SimpleNamespace:
         config = make_config(f"sqlite:///{tmp_path}/webhook.db", **policy)
@@ -50,10 +57,11 @@ def make(tmp_path: Any) -> Iterator[Any]:
 
         def send(body: Any, token: str | None = None) -> Any:
             response = client.post("/alerts", json=body, headers=auth(token) if token else auth())
-            process_all(ctx)
+            process_all(ctx, bulk)
             return response
 
-        return SimpleNamespace(app=app, ctx=ctx, client=client, pve=pve, send=send, store=ctx.store)
+        return SimpleNamespace(app=app, ctx=ctx, client=client, pve=pve, send=send, store=ctx.store,
+                               process=lambda: process_all(ctx, bulk))
 
     try:
         yield build
@@ -329,6 +337,67 @@ def test_kill_switch(make: Any) -> None:
     assert wh.pve.posts == [] and outcomes(wh, 100) == ["skipped:disabled"]
 
 
+def notify(wh: Any, *vmids: int) -> None:
+    """One notification with a firing alert per guest, recorded but not decided."""
+    body = firing(vmids[0])
+    body["alerts"] = [firing(vmid)["alerts"][0] for vmid in vmids]
+    assert wh.client.post("/alerts", json=body, headers=auth()).status_code == 200
+
+
+def events(wh: Any) -> dict[int, AlertEvent]:
+    with wh.store.read() as session:
+        return {event.vmid: event for event in session.scalars(select(AlertEvent).order_by(AlertEvent.id))}
+
+
+@pytest.mark.parametrize("make", ["bulk"], indirect=True)
+def test_refusals_are_decided_in_bulk_while_claiming_even_with_the_pool_full(make: Any) -> None:
+    wh = make(enabled=False, retry_interval="1m")
+    wh.pve.add(100)
+    notify(wh, *range(100, 105))
+    ctx, started = wh.ctx, time.time()
+    assert ctx.remediator.claim(ctx.worker_id, 0, time.time(), batch=3) == ([], 3)
+    assert [event.state for event in events(wh).values()] == ["done"] * 3 + ["pending"] * 2
+    assert ctx.remediator.claim(ctx.worker_id, 0, time.time()) == ([], 2)
+    for vmid, event in events(wh).items():
+        assert event.state == "done" and event.claimed_by == ctx.worker_id
+        assert event.result.startswith("skipped:disabled: webhook.policy.enabled is false")
+        assert started + 60 <= event.retry_after <= time.time() + 60
+        [row] = history(wh, vmid)
+        assert row["outcome"] == "skipped:disabled" and row["incident"] is not None and row["attempt"] is None
+    assert sample(wh, "vmhealth_remediation_actions_total", cluster="lab", action="none",
+                  result="skipped:disabled") == 5
+    assert wh.pve.posts == [] and ctx.remediator.claim(ctx.worker_id, 2, time.time()) == ([], 0)
+
+
+@pytest.mark.parametrize("make", ["bulk"], indirect=True)
+def test_an_event_that_needs_proxmox_is_not_overtaken_by_later_refusals(make: Any) -> None:
+    wh = make()
+    for vmid in (100, 101):
+        wh.pve.add(vmid)
+    wh.store.quarantine("lab", 101, None, 3, "three failed resets", time.time())
+    notify(wh, 100, 101)
+    ctx = wh.ctx
+    assert ctx.remediator.claim(ctx.worker_id, 0, time.time()) == ([], 0)  # the pool is full: 100 waits first
+    assert [event.state for event in events(wh).values()] == ["pending", "pending"]
+    assert ctx.remediator.claim(ctx.worker_id, 1, time.time()) == ([events(wh)[100].id], 1)
+    assert events(wh)[100].state == "claimed" and outcomes(wh, 100) == []
+    assert outcomes(wh, 101) == ["skipped:quarantined"] and wh.pve.posts == []
+
+
+@pytest.mark.parametrize("make", ["bulk"], indirect=True)
+def test_an_attempt_to_settle_keeps_the_event_for_the_pool(make: Any) -> None:
+    wh = make(enabled=False)
+    wh.pve.add(100)
+    notify(wh, 100)
+    with wh.store.tx() as session:
+        incident = session.scalars(select(Incident)).one()
+        session.add(Action(at=time.time(), cluster="lab", vmid=100, incident_id=incident.id, attempt=1,
+                           action="reset", outcome="unknown"))
+    ctx = wh.ctx
+    assert ctx.remediator.claim(ctx.worker_id, 0, time.time()) == ([], 0)
+    assert ctx.remediator.claim(ctx.worker_id, 1, time.time()) == ([events(wh)[100].id], 0)
+
+
 def test_circuit_breaker_trips_and_recovers(make: Any) -> None:
     wh = make(max_hung_fraction=0.3, circuit_min_hung=2, retry_interval="0s")
     wh.pve.guests.clear()
@@ -337,7 +406,7 @@ def test_circuit_breaker_trips_and_recovers(make: Any) -> None:
     both = firing(100)
     both["alerts"] += firing(101)["alerts"]
     assert wh.client.post("/alerts", json=both, headers=auth()).status_code == 200
-    process_all(wh.ctx)
+    wh.process()
     assert wh.pve.posts == []
     assert outcomes(wh, 100) == ["skipped:circuit-open"] and outcomes(wh, 101) == ["skipped:circuit-open"]
     assert sample(wh, "vmhealth_remediation_circuit_open", cluster="lab") == 1

@@ -48,7 +48,7 @@ class WebhookContext:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "incidents": [(i.cluster, i.vmid, i.attempts) for i in self.store.open_incident_rows()],
+            "incidents": self.store.open_incident_attempts(),
             "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
             "circuit": dict(self.remediator.circuit),
             "queue": self.store.pending_events(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -31,6 +31,9 @@ from vmhealth.webhook.payload import parse_time
 READ = -1.0  # the _BEGIN mode of a read-only session: a plain (deferred) BEGIN
 RECORD_BUSY_SECONDS = 5.0  # how long recording a notification waits for SQLite's write lock
 WRITE_BUSY_SECONDS = 30.0  # other writes (the worker's, migrations): nobody waits for them
+# Conditional updates of rows the session may hold: the database decides by the row count, and the
+# loaded objects are not used afterwards, so they are not matched against the criteria in Python.
+_NO_SYNC = {"synchronize_session": False}
 _BEGIN: ContextVar[float] = ContextVar("vmhealth_sqlite_begin", default=WRITE_BUSY_SECONDS)
 
 
@@ -57,8 +60,17 @@ class Recorded:
     result: str  # recorded | duplicate | rearmed | ignored | resolved
 
 
+# A policy refusal decided inside the claiming transaction: its history row and the event's retry_after.
+Refuse = Callable[[Session, AlertEvent, Incident], tuple[Action, float | None] | None]
+
+
 def open_key(cluster: str, vmid: int) -> str:
     return f"{cluster}/{vmid}"
+
+
+def _unfinished(older_than: float) -> Any:
+    """An attempt whose outcome is not known: interrupted (pending past the lease) or unknown."""
+    return or_(Action.outcome == "unknown", and_(Action.outcome == "pending", Action.at < older_than))
 
 
 class Store:
@@ -166,19 +178,63 @@ class Store:
     # --- the work queue --------------------------------------------------------------------------
     def claim_events(self, worker: str, limit: int, now: float, lease: float) -> list[int]:
         """Take up to `limit` pending events (or ones whose claimer went silent past the lease)."""
-        if limit <= 0:
-            return []
+        return self.claim_or_refuse(worker, limit, now, lease)[0]
+
+    def claim_or_refuse(self, worker: str, limit: int, now: float, lease: float, refuse: Refuse | None = None,
+                        batch: int = 0) -> tuple[list[int], list[Action]]:
+        """Claim up to `limit` events and, in the same transaction, decide up to `batch` that `refuse` refuses.
+
+        The events are looked at oldest first. `refuse(session, event, incident)` is asked about an
+        event whose guest has an open incident with no attempt left to settle; it returns the history
+        row of a refusal that needs no Proxmox call (`outcome` and `error` set) and the event's
+        `retry_after`, or None: that event is claimed for the pool, and once `limit` are claimed the
+        look stops at the next such event, so none is overtaken by a later one. A refused event goes
+        from claimable to done in one conditional update, its row written with it; both are committed
+        together, before the caller counts the decision."""
         claimable = or_(AlertEvent.state == "pending",
                         and_(AlertEvent.state == "claimed", AlertEvent.claimed_at < now - lease))
         claimed: list[int] = []
-        with self.tx() as session:
-            query = select(AlertEvent.id).where(claimable).order_by(AlertEvent.id).limit(limit)
+        refused: list[Action] = []
+        if limit <= 0 and (refuse is None or batch <= 0):
+            return claimed, refused
+        # The refusals' rows are inserted together at the commit (no autoflush): none of them is an
+        # attempt, so no read of the batch (quarantine, last touch) depends on them.
+        with self.tx() as session, session.no_autoflush:
+            query = select(AlertEvent).where(claimable).order_by(AlertEvent.id).limit(limit + batch)
             if self.postgres:
                 query = query.with_for_update(skip_locked=True)
-            for event_id in session.scalars(query).all():
-                if self._claim(session, event_id, worker, now, claimable):
-                    claimed.append(event_id)
-        return claimed
+            rows = session.scalars(query).all()
+            incidents = self._open_incidents_of(session, rows, now - lease) if refuse is not None else {}
+            for row in rows:
+                incident = incidents.get(open_key(row.cluster or "", row.vmid or 0))
+                refusal = None
+                if refuse is not None and incident is not None and len(refused) < batch:
+                    refusal = refuse(session, row, incident)
+                if refusal is None:
+                    if len(claimed) >= limit:
+                        break
+                    if self._claim(session, row.id, worker, now, claimable):
+                        claimed.append(row.id)
+                    continue
+                action, retry_after = refusal
+                done = session.execute(update(AlertEvent).where(AlertEvent.id == row.id, claimable).values(
+                    state="done", claimed_by=worker, claimed_at=now, retry_after=retry_after,
+                    result=f"{action.outcome}: {action.error}"[:2000]), execution_options=_NO_SYNC).rowcount
+                if done:
+                    session.add(action)
+                    refused.append(action)
+        return claimed, refused
+
+    @staticmethod
+    def _open_incidents_of(session: Session, rows: Sequence[AlertEvent], older_than: float) -> dict[str, Incident]:
+        """The open incidents of the events' guests, by open_key, leaving out those with an attempt to settle."""
+        keys = {open_key(row.cluster, row.vmid) for row in rows if row.cluster is not None and row.vmid is not None}
+        if not keys:
+            return {}
+        found = {i.id: i for i in session.scalars(select(Incident).where(Incident.open_key.in_(keys)))}
+        unsettled = set(session.scalars(select(Action.incident_id).where(
+            Action.incident_id.in_(list(found)), _unfinished(older_than))))
+        return {i.open_key: i for i in found.values() if i.id not in unsettled and i.open_key is not None}
 
     def claim_event(self, event_id: int, worker: str, now: float, lease: float) -> bool:
         claimable = or_(AlertEvent.state == "pending",
@@ -189,7 +245,7 @@ class Store:
     @staticmethod
     def _claim(session: Session, event_id: int, worker: str, now: float, claimable: Any) -> bool:
         return bool(session.execute(update(AlertEvent).where(AlertEvent.id == event_id, claimable).values(
-            state="claimed", claimed_by=worker, claimed_at=now)).rowcount)
+            state="claimed", claimed_by=worker, claimed_at=now), execution_options=_NO_SYNC).rowcount)
 
     def finish_event(self, event_id: int, worker: str, result: str, retry_after: float | None) -> None:
         with self.tx() as session:
@@ -278,9 +334,7 @@ class Store:
         """Attempts whose outcome is not known: interrupted (pending past the lease) or unknown."""
         with self.read() as session:
             return list(session.scalars(select(Action).where(
-                Action.incident_id == incident_id,
-                or_(Action.outcome == "unknown", and_(Action.outcome == "pending", Action.at < older_than)),
-            ).order_by(Action.id)).all())
+                Action.incident_id == incident_id, _unfinished(older_than)).order_by(Action.id)).all())
 
     def attempts_of(self, incident_id: int) -> list[Action]:
         """The incident's attempts (the rows that touched or may have touched Proxmox), oldest first."""
@@ -304,6 +358,10 @@ class Store:
         with self.read() as session:
             return session.get(Quarantine, (cluster, vmid))
 
+    @staticmethod
+    def quarantined_in(session: Session, cluster: str, vmid: int) -> Quarantine | None:
+        return session.get(Quarantine, (cluster, vmid))
+
     def release(self, cluster: str, vmid: int, actor: str, now: float) -> bool:
         """End a quarantine and the guest's open incident, so attempts start again from zero."""
         with self.tx() as session:
@@ -324,6 +382,12 @@ class Store:
     def open_incident_rows(self) -> list[Incident]:
         with self.read() as session:
             return list(session.scalars(select(Incident).where(Incident.state == "open")).all())
+
+    def open_incident_attempts(self) -> list[tuple[str, int, int]]:
+        """(cluster, vmid, attempts) of every open incident: plain columns, for each /metrics scrape."""
+        with self.read() as session:
+            return [(c, v, a) for c, v, a in session.execute(select(
+                Incident.cluster, Incident.vmid, Incident.attempts).where(Incident.state == "open"))]
 
     # --- history ---------------------------------------------------------------------------------
     def add(self, row: Action) -> Action:
@@ -349,9 +413,13 @@ class Store:
     def last_touch(self, cluster: str, vmid: int) -> Action | None:
         """The guest's last action that touched Proxmox, in any incident (for the post-reset grace)."""
         with self.read() as session:
-            return session.scalars(select(Action).where(
-                Action.cluster == cluster, Action.vmid == vmid, Action.attempt.is_not(None),
-            ).order_by(Action.at.desc()).limit(1)).first()
+            return self.last_touch_in(session, cluster, vmid)
+
+    @staticmethod
+    def last_touch_in(session: Session, cluster: str, vmid: int) -> Action | None:
+        return session.scalars(select(Action).where(
+            Action.cluster == cluster, Action.vmid == vmid, Action.attempt.is_not(None),
+        ).order_by(Action.at.desc()).limit(1)).first()
 
     def history(self, cluster: str | None = None, vmid: int | None = None, since: float | None = None,
                 outcome: str | None = None, limit: int = 100, before_id: int | None = None) -> list[Action]:

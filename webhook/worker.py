@@ -1,7 +1,9 @@
 """The worker: claims pending events from the database and runs each decision in a bounded pool.
 
 The database is the queue, so a restarted process, or another replica, finds the same work; the
-pool never holds more than `max_concurrent_actions` events, the rest wait in the table. The
+pool never holds more than `max_concurrent_actions` events, the rest wait in the table. Events the
+policy refuses from the database alone (kill switch, quarantine, attempts used up, cooldown) are
+decided in bulk while claiming, without taking the pool's turns. The
 receiver wakes the worker at once; a periodic look also picks up events whose claimer died, and a
 second thread settles attempts a dead process left pending (their alert may have resolved since).
 """
@@ -79,8 +81,11 @@ class Worker:
             self._wake.clear()
             try:
                 free = self.size - self.busy()
-                for event_id in self.store.claim_events(self.id, free, time.time(), self.lease):
+                claimed, refused = self.remediator.claim(self.id, free, time.time())
+                for event_id in claimed:
                     self._submit(event_id)
+                if refused:
+                    continue  # look again at once: more refusals may be waiting
             except Exception as exc:
                 _retry_later("claiming alert events", exc, self.poll)
             self._wake.wait(self.poll)
