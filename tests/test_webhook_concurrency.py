@@ -4,6 +4,7 @@ their own workers on one database (the real PostgreSQL, and SQLite)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,6 +117,25 @@ def test_two_instances_decide_each_refusal_once(database: str, pve: FakePve, app
         "vmhealth_remediation_actions_total", {"cluster": "lab", "action": "none", "result": "skipped:disabled"})
         for app in (first, second)]
     assert sum(c or 0 for c in counted) == len(vmids) and pve.posts == []
+
+
+def test_drain_waits_until_the_refusals_are_counted(database: str, pve: FakePve, apps: list[Any]) -> None:
+    """Refusals are committed, then counted: a drained worker has counted every one of them."""
+    app = start(apps, database, enabled=False)
+    metrics = app.extensions["vmhealth"].metrics
+    count = metrics.action
+
+    def slowly(*args: Any) -> None:
+        time.sleep(0.05)
+        count(*args)
+
+    metrics.action = slowly
+    body = firing(100)
+    body["alerts"] = [firing(vmid)["alerts"][0] for vmid in range(100, 120)]
+    assert app.test_client().post("/alerts", json=body, headers=auth()).status_code == 200
+    drain(app)
+    assert metrics.registry.get_sample_value("vmhealth_remediation_actions_total", {
+        "cluster": "lab", "action": "none", "result": "skipped:disabled"}) == 20
 
 
 def test_different_alerts_for_one_guest_on_two_instances_reset_once(

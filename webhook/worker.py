@@ -52,6 +52,7 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: set[Future[None]] = set()
+        self._claiming = 0  # 1 while a claim (and the counting of its refusals) is under way
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="vmhealth-worker", daemon=True)
         self.sweep_interval = max(poll, min(lease / 2, 30.0))
@@ -73,17 +74,25 @@ class Worker:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def busy(self) -> int:
+        """Events being decided here: those in the pool, plus a claim in progress (its refusals are
+        committed before they are counted in the metrics)."""
         with self._lock:
-            return len(self._inflight)
+            return len(self._inflight) + self._claiming
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 free = self.size - self.busy()
-                claimed, refused = self.remediator.claim(self.id, free, time.time())
-                for event_id in claimed:
-                    self._submit(event_id)
+                with self._lock:
+                    self._claiming = 1
+                try:
+                    claimed, refused = self.remediator.claim(self.id, free, time.time())
+                    for event_id in claimed:
+                        self._submit(event_id)
+                finally:
+                    with self._lock:
+                        self._claiming = 0
                 if refused:
                     continue  # look again at once: more refusals may be waiting
             except Exception as exc:
@@ -130,7 +139,8 @@ class Worker:
         """Wait until no event is pending or running here (for tests and shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.busy() == 0 and self.store.pending_events() == 0:
+            # Pending first: an event leaves the table before it leaves busy() (counted, callback run).
+            if self.store.pending_events() == 0 and self.busy() == 0:
                 return True
             self._wake.set()
             time.sleep(0.02)
