@@ -246,10 +246,10 @@ def _webhook(data: dict[str, Any], profiles: Path) -> list[str]:
                 "history row written with its finished event; only the events that need Proxmox take the "
                 "pool's turns. The webhook's `/metrics`, which this benchmark reads every 0.1 s to count the "
                 "decisions, reads the open incidents' counts as plain columns."
-                + ("" if met else " What limits it now is recording: one transaction, but each alert (and each "
-                   "incident it opens) inserted under its own savepoint, so that a repeat Alertmanager already "
-                   "sent, or a row another replica inserted first, is refused alone without undoing the rest "
-                   "of the notification. The profile below shows where the time goes.")]
+                + " Recording inserts each alert, and each incident it opens, with one `INSERT … ON CONFLICT DO "
+                "NOTHING` statement: a repeat Alertmanager already sent, or a row another replica inserted "
+                "first, is passed over without a savepoint and without undoing the rest of the notification."
+                + ("" if met else " The profile below shows where the time goes.")]
         if not met:
             out += _profile(profiles, "webhook_bulk", 30)
     return [*out, ""]

@@ -12,6 +12,7 @@ so Alertmanager gets its 503 (and retries) well before its own delivery timeout 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, and_, event, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,16 +119,17 @@ class Store:
     def _record_one(self, session: Session, alert: Alert, now: float, actor: str, reason: str,
                     force: bool) -> Recorded:
         actionable = alert.status == "firing" and bool(alert.action)
-        row = AlertEvent(
+        values = dict(
             fingerprint=alert.fingerprint, starts_at=alert.starts_at, status=alert.status,
             alertname=alert.alertname, cluster=alert.cluster, vmid=alert.vmid, node=alert.node, name=alert.name,
             action=alert.action, labels=json.dumps(alert.labels, sort_keys=True), actor=actor, reason=reason,
             force=force, received_at=now, deliveries=1, state="pending" if actionable else "done",
+            result="" if actionable or alert.status == "resolved" else "no action label",
         )
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
+        # One statement, no savepoint: a key already stored (a repeat, or another replica's row
+        # inserted meanwhile) returns no id and leaves the transaction usable.
+        new_id = session.connection().execute(self._insert_event, values).scalar()
+        if new_id is None:
             existing = session.scalars(select(AlertEvent).where(
                 AlertEvent.fingerprint == alert.fingerprint, AlertEvent.starts_at == alert.starts_at,
                 AlertEvent.status == alert.status)).one()
@@ -139,15 +143,31 @@ class Store:
                 session.execute(update(AlertEvent).where(AlertEvent.id == existing.id)
                                 .values(deliveries=AlertEvent.deliveries + 1))
             return Recorded(existing.id, "rearmed" if rearmed else "duplicate")
+        row = AlertEvent(id=new_id, **values)  # what was stored; not attached to the session
         if alert.status == "resolved":
             self._resolve(session, row, now)
-            return Recorded(row.id, "resolved")
+            session.execute(update(AlertEvent).where(AlertEvent.id == new_id).values(result=row.result))
+            return Recorded(new_id, "resolved")
         if not actionable:
-            row.result = "no action label"
-            return Recorded(row.id, "ignored")
+            return Recorded(new_id, "ignored")
         if row.cluster is not None and row.vmid is not None:
-            self._open(session, row, now)  # counted by the circuit breaker from now on
-        return Recorded(row.id, "recorded")
+            self._open(session, row, now, load=False)  # counted by the circuit breaker from now on
+        return Recorded(new_id, "recorded")
+
+    @functools.cached_property
+    def _insert_event(self) -> Any:
+        """INSERT … ON CONFLICT (the event's key) DO NOTHING RETURNING id, built once (SQLite, PostgreSQL)."""
+        table = AlertEvent.__table__
+        insert = postgresql_insert if self.postgres else sqlite_insert
+        return insert(table).on_conflict_do_nothing(
+            index_elements=[table.c.fingerprint, table.c.starts_at, table.c.status]).returning(table.c.id)
+
+    @functools.cached_property
+    def _insert_incident(self) -> Any:
+        """INSERT … ON CONFLICT (open_key) DO NOTHING: at most one open incident per guest, no savepoint."""
+        table = Incident.__table__
+        insert = postgresql_insert if self.postgres else sqlite_insert
+        return insert(table).on_conflict_do_nothing(index_elements=[table.c.open_key])
 
     def _resolve(self, session: Session, row: AlertEvent, now: float) -> None:
         """Close the incident this resolved alert ends and drop its still-pending firing work."""
@@ -268,27 +288,24 @@ class Store:
         with self.tx() as session:
             return self._open(session, event, now)
 
-    @staticmethod
-    def _open(session: Session, event: AlertEvent, now: float) -> Incident | None:
+    def _open(self, session: Session, event: AlertEvent, now: float, load: bool = True) -> Incident | None:
+        """The guest's open incident, opened for `event` unless the event's alert already resolved.
+
+        One INSERT … ON CONFLICT (open_key) DO NOTHING: when the guest has an open incident (this
+        process's or another replica's), nothing is written and that one is returned (with `load`)."""
         assert event.cluster is not None and event.vmid is not None
         key = open_key(event.cluster, event.vmid)
-        incident = session.scalars(select(Incident).where(Incident.open_key == key)).first()
-        if incident is not None:
-            return incident
         resolved = session.scalar(select(AlertEvent.id).where(
             AlertEvent.fingerprint == event.fingerprint, AlertEvent.starts_at == event.starts_at,
             AlertEvent.status == "resolved"))
-        if resolved is not None:
+        if resolved is None:
+            session.connection().execute(self._insert_incident, {
+                "cluster": event.cluster, "vmid": event.vmid, "open_key": key, "fingerprint": event.fingerprint,
+                "starts_at": event.starts_at, "alertname": event.alertname, "state": "open", "attempts": 0,
+                "opened_at": now})
+        if not load:
             return None
-        incident = Incident(cluster=event.cluster, vmid=event.vmid, open_key=key, fingerprint=event.fingerprint,
-                            starts_at=event.starts_at, alertname=event.alertname, state="open", attempts=0,
-                            opened_at=now)
-        try:
-            with session.begin_nested():
-                session.add(incident)
-        except IntegrityError:
-            return session.scalars(select(Incident).where(Incident.open_key == key)).one()
-        return incident
+        return session.scalars(select(Incident).where(Incident.open_key == key)).first()
 
     def incident(self, incident_id: int) -> Incident:
         with self.read() as session:
