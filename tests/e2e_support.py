@@ -8,7 +8,6 @@ Every suite starts its stack with `vmhealth.stack.running_stack` (real Prometheu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -146,8 +145,3 @@ def describe(stack: Stack) -> str:
             parts.append(f"{what}: unavailable ({exc})")
     log = stack.log("webhook")[-1500:]
     return "\n".join(parts) + f"\nwebhook log ends with:\n{log}"
-
-
-def healing(stack: Stack) -> Callable[[], None]:
-    """A finalizer that switches every simulator fault off."""
-    return lambda: stack.sim.heal()

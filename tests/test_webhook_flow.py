@@ -29,7 +29,7 @@ def process_all(ctx: Any, bulk: bool = True, rounds: int = 20) -> None:
         if bulk:
             ids, refused = ctx.remediator.claim(ctx.worker_id, 100, time.time())
         else:
-            ids, refused = ctx.store.claim_events(ctx.worker_id, 100, time.time(), ctx.lease), 0
+            ids, refused = ctx.store.claim_or_refuse(ctx.worker_id, 100, time.time(), ctx.lease)[0], 0
         if not ids and not refused:
             return
         for event_id in ids:
@@ -161,9 +161,9 @@ def test_a_later_instance_resolving_closes_the_incident_an_older_one_does_not(ma
     wh.send(firing(100, starts_at="2026-01-01T00:07:00.5Z"))
     assert wh.pve.resets(100) == 1
     assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:01:00Z")).status_code == 200
-    assert len(wh.store.open_incident_rows()) == 1 and "resolved" not in outcomes(wh, 100)
+    assert len(wh.store.open_incident_attempts()) == 1 and "resolved" not in outcomes(wh, 100)
     assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:07:00.5Z")).status_code == 200
-    assert wh.store.open_incident_rows() == [] and outcomes(wh, 100)[-1] == "resolved"
+    assert wh.store.open_incident_attempts() == [] and outcomes(wh, 100)[-1] == "resolved"
     assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") is None
 
 

@@ -196,10 +196,6 @@ class Store:
         ))
 
     # --- the work queue --------------------------------------------------------------------------
-    def claim_events(self, worker: str, limit: int, now: float, lease: float) -> list[int]:
-        """Take up to `limit` pending events (or ones whose claimer went silent past the lease)."""
-        return self.claim_or_refuse(worker, limit, now, lease)[0]
-
     def claim_or_refuse(self, worker: str, limit: int, now: float, lease: float, refuse: Refuse | None = None,
                         batch: int = 0) -> tuple[list[int], list[Action]]:
         """Claim up to `limit` events and, in the same transaction, decide up to `batch` that `refuse` refuses.
@@ -373,7 +369,7 @@ class Store:
 
     def quarantined(self, cluster: str, vmid: int) -> Quarantine | None:
         with self.read() as session:
-            return session.get(Quarantine, (cluster, vmid))
+            return self.quarantined_in(session, cluster, vmid)
 
     @staticmethod
     def quarantined_in(session: Session, cluster: str, vmid: int) -> Quarantine | None:
@@ -395,10 +391,6 @@ class Store:
     def all_quarantined(self) -> list[Quarantine]:
         with self.read() as session:
             return list(session.scalars(select(Quarantine)).all())
-
-    def open_incident_rows(self) -> list[Incident]:
-        with self.read() as session:
-            return list(session.scalars(select(Incident).where(Incident.state == "open")).all())
 
     def open_incident_attempts(self) -> list[tuple[str, int, int]]:
         """(cluster, vmid, attempts) of every open incident: plain columns, for each /metrics scrape."""
