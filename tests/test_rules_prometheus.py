@@ -133,7 +133,13 @@ def test_rules_in_prometheus(sim: RunningSimulator, exporter: str, prometheus: s
     hung = query(prometheus, "cluster_vmid:vmhealth_guest_hung:bool")
     assert hung == {("cluster=sim", f"node={nodes[100]}", "vmid=100"): 0.0,
                     ("cluster=sim", f"node={nodes[101]}", "vmid=101"): 1.0}
-    alerts = wait_for(lambda: query(prometheus, 'ALERTS{alertname=~"VMHung|VMAgentMissing"}'), 30, "pending alerts")
+    # The two rules may turn pending one evaluation apart: wait until both alert names are there.
+    def pending() -> dict[tuple[str, ...], float] | None:
+        found = query(prometheus, 'ALERTS{alertname=~"VMHung|VMAgentMissing"}')
+        names = {label for key in found for label in key if label.startswith("alertname=")}
+        return found if names == {"alertname=VMHung", "alertname=VMAgentMissing"} else None
+
+    alerts = wait_for(pending, 30, "pending alerts")
     assert alerts == {
         ("action=reset", "alertname=VMHung", "alertstate=pending", "cluster=sim", f"node={nodes[101]}",
          "severity=critical", "vmid=101"): 1.0,

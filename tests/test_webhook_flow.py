@@ -136,6 +136,25 @@ def test_duplicates_sequential_and_parallel_reset_once(make: Any) -> None:
     assert outcomes(wh, 100) == ["success"]
 
 
+def test_one_notification_repeating_an_alert_records_it_once_and_keeps_the_rest(make: Any) -> None:
+    """The same alert twice in one message, then its resolve: one event delivered twice, the other
+    alerts of the message recorded too, the incident closed, nothing reset."""
+    wh = make()
+    wh.pve.add(100)
+    wh.pve.add(101)
+    body = firing(100)
+    body["alerts"] = [*body["alerts"] * 2, firing(101)["alerts"][0], firing(100, status="resolved")["alerts"][0]]
+    reply = wh.client.post("/alerts", json=body, headers=auth())
+    assert reply.status_code == 200, reply.get_json()
+    assert [a["result"] for a in reply.get_json()["alerts"]] == ["recorded", "duplicate", "recorded", "resolved"]
+    with wh.store.read() as session:
+        events = session.scalars(select(AlertEvent).where(AlertEvent.vmid == 100)).all()
+    assert sorted((e.status, e.deliveries) for e in events) == [("firing", 2), ("resolved", 1)]
+    process_all(wh.ctx)
+    assert wh.pve.resets(100) == 0 and wh.pve.resets(101) == 1
+    assert [(c, v) for c, v, _ in wh.store.open_incident_attempts()] == [("lab", 101)]
+
+
 def test_resolved_closes_the_incident_and_attempts_start_again(make: Any) -> None:
     wh = make(cooldown="0s")
     wh.pve.add(100)
