@@ -70,9 +70,11 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     from vmhealth.db import make_engine, upgrade
 
     if config is None:
+        import os
+
         from vmhealth.config import load
 
-        config = load(None, components=("webhook",))
+        config = load(os.environ.get("VMHEALTH_CONFIG"), components=("webhook",))
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
     store = Store(engine)
