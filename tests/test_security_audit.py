@@ -65,6 +65,35 @@ def test_a_package_behind_its_latest_release_cannot_be_audited_and_fails(
     assert "flask 3.1.0 (latest 3.2.0)" in capsys.readouterr().out
 
 
+def held_back(audit: ModuleType, monkeypatch: pytest.MonkeyPatch, cap: str, listed: bool) -> None:
+    """flask 3.1.0 installed, 3.2.0 the latest; requests (at its latest) requires flask`cap`."""
+    monkeypatch.setattr(audit, "latest_advisories", pypi({"flask": ("3.2.0", []), "requests": ("2.34.2", [])}))
+    monkeypatch.setattr(audit, "requirements",
+                        lambda name: [f"Flask{cap}", "pytest; extra == 'test'"] if name == "requests" else [])
+    monkeypatch.setattr(audit, "HELD_BACK", {"flask": "test only"} if listed else {})
+
+
+def test_a_listed_package_capped_by_another_is_held_back_and_named(
+        audit: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    held_back(audit, monkeypatch, "<3.2,>=3.1", listed=True)
+    assert audit.fallback() == 0
+    out = capsys.readouterr().out
+    assert "NOT AUDITED, held back on purpose: flask 3.1.0 (latest 3.2.0, capped by requests: test only)" in out
+    assert "1 packages" in out and "1 held back" in out
+
+
+def test_a_held_back_package_fails_once_the_cap_is_gone(audit: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    held_back(audit, monkeypatch, ">=3.1", listed=True)
+    assert audit.fallback() == 1
+    assert "upgrade: flask 3.1.0 (latest 3.2.0)" in capsys.readouterr().out
+
+
+def test_a_capped_package_not_listed_still_fails(audit: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    held_back(audit, monkeypatch, "<3.2", listed=False)
+    assert audit.fallback() == 1
+
+
 def test_unreachable_advisory_data_fails_loudly(audit: ModuleType, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     def unreachable(name: str) -> Any:
