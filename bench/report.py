@@ -47,7 +47,8 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return ", ".join(f"{r['alerts']} alerts ({r['mode']}) decided in {_f(r['decided_s'], 2)} s"
                          for r in result["bulk"])
     if name == "detection_latency":
-        return f"median {_f(result['median_s'])} s at 1/{result['scale']:g}"
+        return (f"median {_f(result['median_s'])} s, slowest {_f(result['max_s'])} s at 1/{result['scale']:g}, "
+                f"{result.get('wrongful_resets', 0)} wrongful resets")
     return ""
 
 
@@ -258,32 +259,42 @@ def _webhook(data: dict[str, Any], profiles: Path) -> list[str]:
 def _detection(data: dict[str, Any], _: Path) -> list[str]:
     s = data["settings"]
     k = data["scale"]
+    timings = "production timings" if k == 1 else f"production timings divided by **{k:g}**"
     out = ["## 5. Detection latency in the real stack", "",
            "`bench/detection_latency.py`. The whole product on loopback (`vmhealth.stack`: simulator, exporter, "
-           "Prometheus, Alertmanager, webhook) with production settings divided by "
-           f"**{k:g}**: agents every {s['agent_interval']:g} s (30 s), poll, scrape and evaluation every "
-           f"{s['scrape_interval']:g} s (15 s), stale timeout {s['stale_timeout']:g} s (5m), VMHung `for:` "
-           f"{s['vmhung_for']:g} s (3m), Alertmanager `group_wait` {s['group_wait']:g} s (10 s). Measured from "
-           "the last heartbeat the exporter accepted to the reset request the simulator received.", "",
-           "| guest | last heartbeat → reset s | times the scale = production s |", "| --- | ---: | ---: |"]
+           f"Prometheus, Alertmanager, webhook) with the default configuration and {timings}: agents every "
+           f"{_f(s['agent_interval'])} s, poll, scrape and evaluation every {_f(s['scrape_interval'])} s, stale "
+           f"timeout {_f(s['stale_timeout'])} s, I/O window {_f(s['io_window'])} s, VMHung `for:` "
+           f"{_f(s['vmhung_for'])} s, Alertmanager `group_wait` {_f(s['group_wait'])} s, and a Proxmox agent/ping "
+           f"that waits {_f(s['agent_ping_delay'])} s for a guest agent that does not answer. Each hung guest is "
+           "frozen (no heartbeats, no disk or network I/O, no guest-agent answer); measured from the last "
+           "heartbeat the exporter accepted to the reset request the simulator received.", "",
+           "| guest | last heartbeat → reset s |", "| --- | ---: |"]
     for row in data["rows"]:
-        out.append(f"| {row['vmid']} | {_f(row['seconds'])} | {_f(row['seconds'] * k, 0)} |")
-    ratio = data["vs_original_worst"]
-    out += ["", f"| | at 1/{k:g} s | production s |", "| --- | ---: | ---: |",
-            f"| vmhealth, median | {_f(data['median_s'])} | {_f(data['median_production_s'], 0)} |",
-            f"| vmhealth, this design's worst case (stale + scrape + 2 evaluations + `for:` + group_wait) | "
-            f"{_f(data['design_worst_s'])} | {_f(data['design_worst_s'] * k, 0)} |",
-            f"| original design's worst case (stale timeout + 60 s stale-check cycle) | {_f(data['original_worst_s'])} "
-            f"| {_f(data['original_worst_production_s'], 0)} |", "",
-            f"vmhealth takes {_f(ratio, 2)}x the original's worst case. "
-            + ("It is slower by design: after the heartbeat is stale, `VMHung` must hold for `for: 3m` so that "
-               "`VMHealthMassHeartbeatLoss` (`for: 1m` on the same stale series) fires first and inhibits resets "
-               "when the monitoring path broke instead of the guests, and a guest that was merely slow is not "
-               "reset. Lowering `for:` (and the stale timeout) in `prometheus/rules/` trades that margin for "
-               f"speed. The pipeline itself (poll, scrape, evaluation, Alertmanager, webhook) added "
-               f"{_f(data['median_s'] - s['stale_timeout'] - s['vmhung_for'])} s (median) to stale timeout + "
-               "`for:`." if ratio > 1 else "")]
-    return [*out, ""]
+        out.append(f"| {row['vmid']} | {_f(row['seconds'])} |")
+    v = data["vsphere_s"]
+    out += ["", "| | s |", "| --- | ---: |",
+            f"| vmhealth, median | {_f(data['median_s'])} |",
+            f"| vmhealth, slowest | {_f(data['max_s'])} |",
+            "| vmhealth, this design's worst case (max(stale timeout, agent interval + poll + I/O window) + "
+            f"evaluation + `for:` + group_wait + guest-agent ping) | {_f(data['design_worst_s'])} |",
+            f"| goal | ≤ {_f(150 / k)} median, ≤ {_f(180 / k)} worst |",
+            f"| original design's worst case (stale timeout 5m + 60 s stale-check cycle) | "
+            f"{_f(data['original_worst_s'])} |",
+            f"| vSphere HA VM Monitoring: failure declared, then a reset once no I/O for {_f(v['io_window'])} s | "
+            f"{_f(v['declared_min'])} to {_f(v['declared_max'])}, and ≥ {_f(v['io_window'])} |", ""]
+    silent = data.get("agent_dead", [])
+    if silent:
+        out += [f"In the same run, {len(silent)} guest(s) lost only their vmhealth agent and kept doing I/O "
+                "(QEMU guest agent: " + ", ".join(f"{r['vmid']} {r['guest_agent']}" for r in silent) + "). "
+                f"Resets of them: **{data['wrongful_resets']}**; `VMAgentSilent` firing for "
+                f"{sum(1 for r in silent if r['agent_silent_firing'])} of {len(silent)}.", ""]
+    met = data["median_s"] * k <= 150 and data["max_s"] * k <= 180
+    out += [f"vmhealth takes {_f(data['vs_original_worst'], 2)}x the original's worst case; the goal is "
+            + ("met." if met else "**missed**.") + " The stale timeout (90 s: three missed 30 s heartbeats) "
+            "is most of it; a hung guest's I/O stops with its heartbeats, so the 60 s I/O window is "
+            "mostly over by then (docs/alerting.md has the budget).", ""]
+    return out
 
 
 SECTIONS = {"scrape_cost": _scrape, "ingest_rate": _ingest, "agent_footprint": _agent,

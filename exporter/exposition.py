@@ -41,6 +41,18 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_pve_guest_running": ("gauge", "1 when Proxmox says the guest is running."),
     "vmhealth_pve_guest_locked": ("gauge", "1 while the guest has a config lock (backup, migrate, ...)."),
     "vmhealth_pve_guest_paused": ("gauge", "1 when a silent running guest's qmpstatus is not running."),
+    "vmhealth_pve_guest_cpu_usage_ratio": ("gauge", "Guest CPU use, 0-1 of its vCPUs, as Proxmox measures it."),
+    "vmhealth_pve_guest_uptime_seconds": ("gauge", "Guest uptime as Proxmox counts it (since its process started)."),
+    "vmhealth_pve_guest_disk_read_bytes_total": ("counter", "Bytes the guest read from its disks (Proxmox diskread)."),
+    "vmhealth_pve_guest_disk_written_bytes_total": (
+        "counter", "Bytes the guest wrote to its disks (Proxmox diskwrite)."),
+    "vmhealth_pve_guest_network_receive_bytes_total": (
+        "counter", "Bytes the guest received on its network interfaces (Proxmox netin)."),
+    "vmhealth_pve_guest_network_transmit_bytes_total": (
+        "counter", "Bytes the guest transmitted on its network interfaces (Proxmox netout)."),
+    "vmhealth_pve_guest_io_last_active_timestamp_seconds": (
+        "gauge", "Time of the last poll that saw the running guest I/O-active: disk writes + network transmit "
+                 "grew faster than thresholds.io_idle_bytes_per_second, or it was first seen, restarted or moved."),
     "vmhealth_pve_node_up": ("gauge", "1 when the node is online in the cluster."),
     "vmhealth_pve_cluster_quorate": ("gauge", "1 when the cluster is quorate."),
     "vmhealth_pve_up": ("gauge", "1 when the last poll of the cluster's API succeeded."),
@@ -52,6 +64,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_config_memory_threshold_ratio": ("gauge", "thresholds.ram_percent / 100."),
     "vmhealth_config_disk_threshold_ratio": ("gauge", "thresholds.disk_percent / 100."),
     "vmhealth_config_mass_loss_ratio": ("gauge", "thresholds.mass_loss_fraction."),
+    "vmhealth_config_io_window_seconds": ("gauge", "thresholds.io_window of the vmhealth config."),
+    "vmhealth_config_io_idle_threshold_bytes_per_second": ("gauge", "thresholds.io_idle_bytes_per_second."),
     "vmhealth_reports_total": ("counter", "Heartbeat reports received, by result."),
 }
 _HEADERS = {name: f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" for name, (kind, help_text) in
@@ -63,11 +77,25 @@ GUEST_FAMILIES = (
     "vmhealth_guest_uptime_seconds", "vmhealth_guest_load1", "vmhealth_guest_network_receive_bytes_total",
     "vmhealth_guest_network_transmit_bytes_total", "vmhealth_guest_info", "vmhealth_guest_monitored",
     "vmhealth_pve_guest_running", "vmhealth_pve_guest_locked", "vmhealth_pve_guest_paused",
+    "vmhealth_pve_guest_cpu_usage_ratio", "vmhealth_pve_guest_uptime_seconds",
+    "vmhealth_pve_guest_disk_read_bytes_total", "vmhealth_pve_guest_disk_written_bytes_total",
+    "vmhealth_pve_guest_network_receive_bytes_total", "vmhealth_pve_guest_network_transmit_bytes_total",
+    "vmhealth_pve_guest_io_last_active_timestamp_seconds",
 )
 
 # The families made from the Proxmox entry (and the hostname), kept while those do not change.
 _PVE_FAMILIES = ("vmhealth_pve_guest_running", "vmhealth_pve_guest_locked", "vmhealth_pve_guest_paused",
                  "vmhealth_guest_info", "vmhealth_guest_monitored")
+# The families made from the Proxmox entry's activity fields (most change every poll): family -> field.
+_ACTIVITY_FAMILIES = {
+    "vmhealth_pve_guest_cpu_usage_ratio": "cpu",
+    "vmhealth_pve_guest_uptime_seconds": "uptime",
+    "vmhealth_pve_guest_disk_read_bytes_total": "diskread",
+    "vmhealth_pve_guest_disk_written_bytes_total": "diskwrite",
+    "vmhealth_pve_guest_network_receive_bytes_total": "netin",
+    "vmhealth_pve_guest_network_transmit_bytes_total": "netout",
+    "vmhealth_pve_guest_io_last_active_timestamp_seconds": "io_last_active",
+}
 
 
 def is_monitored(tags: Iterable[str], monitor_tags: list[str], ignore_tags: list[str]) -> bool:
@@ -89,13 +117,24 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 def _same_labels(old: PveGuest | None, new: PveGuest | None) -> bool:
-    """Whether two polls' entries of a guest render the same lines (uptime changes every poll, unused here)."""
+    """Whether two polls' entries of a guest render the same `_PVE_FAMILIES` lines."""
     if old is new:
         return True
     if old is None or new is None:
         return False
     return (old.node == new.node and old.name == new.name and old.type == new.type and old.status == new.status
             and old.lock == new.lock and old.tags == new.tags)
+
+
+def _same_activity(old: PveGuest | None, new: PveGuest | None) -> bool:
+    """Whether two polls' entries of a guest render the same `_ACTIVITY_FAMILIES` values."""
+    if old is new:
+        return True
+    if old is None or new is None:
+        return False
+    return (old.diskwrite == new.diskwrite and old.netout == new.netout and old.io_last_active == new.io_last_active
+            and old.uptime == new.uptime and old.cpu == new.cpu and old.diskread == new.diskread
+            and old.netin == new.netin)
 
 
 class _Entry:
@@ -252,7 +291,7 @@ class Page:
                 continue
             qmp = state.paused.get(key[1]) if guest is not None and state is not None else None
             if entry is not None and entry.heartbeat is hb and entry.qmp == qmp and \
-                    _same_labels(entry.guest, guest):
+                    _same_labels(entry.guest, guest) and _same_activity(entry.guest, guest):
                 entry.guest = guest
                 continue
             self._store(key, entry, guest, hb, qmp)
@@ -281,6 +320,12 @@ class Page:
                         lines[family] = old[family]
             else:
                 self._pve_lines(lines, base, guest, hostname, qmp)
+            if entry is not None and entry.base is base and _same_activity(entry.guest, guest):
+                for family in _ACTIVITY_FAMILIES:
+                    if family in old:
+                        lines[family] = old[family]
+            else:
+                _activity_lines(lines, base, guest)
         if hb is not None:
             _heartbeat_lines(lines, base, hb)
         families, dirty = self._families, self._dirty
@@ -329,6 +374,8 @@ class Page:
                 ("vmhealth_config_memory_threshold_ratio", thresholds.ram_percent / 100),
                 ("vmhealth_config_disk_threshold_ratio", thresholds.disk_percent / 100),
                 ("vmhealth_config_mass_loss_ratio", thresholds.mass_loss_fraction),
+                ("vmhealth_config_io_window_seconds", thresholds.io_window),
+                ("vmhealth_config_io_idle_threshold_bytes_per_second", thresholds.io_idle_bytes_per_second),
             ):
                 lines[family].append(f'{family}{{cluster="{c}"}} {_num(float(value))}\n')
             if snapshot is None:
@@ -341,6 +388,19 @@ class Page:
         for result, count in sorted(reports.items()):
             lines["vmhealth_reports_total"].append(f'vmhealth_reports_total{{result="{result}"}} {count}\n')
         return {name: "".join(text) for name, text in lines.items()}
+
+
+def _activity_lines(lines: dict[str, str], base: str, guest: PveGuest) -> None:
+    """A Proxmox entry's activity series, family -> text; a field Proxmox did not give has no line."""
+    for family, field in _ACTIVITY_FAMILIES.items():
+        value = getattr(guest, field)
+        if value is None:
+            continue
+        if field == "cpu":
+            value = round(value, 6)
+        elif field == "io_last_active":
+            value = round(value, 3)
+        lines[family] = f"{family}{{{base}}} {_num(value)}\n"
 
 
 def _heartbeat_lines(lines: dict[str, str], base: str, hb: Heartbeat) -> None:

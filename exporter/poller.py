@@ -1,29 +1,97 @@
 """The Proxmox poller: one background job per cluster, never on the scrape path.
 
-Each poll makes the same two calls whatever the guest count (`/cluster/resources?type=vm` and
-`/cluster/status`), plus two small bounded batches: `status/current` of silent running QEMU guests
-(to tell paused or io-error guests from hung ones) and VM configs while SMBIOS UUIDs wait to be
-mapped. A failed poll keeps the previous snapshot and marks the cluster down; clusters are polled
-independently, so one failing does not touch another.
+Each poll makes the same two calls whatever the guest count (`/cluster/resources?type=vm`, which
+also gives each guest's hypervisor-side activity, and `/cluster/status`), plus two small bounded
+batches: `status/current` of silent running QEMU guests (to tell paused or io-error guests from hung
+ones) and VM configs while SMBIOS UUIDs wait to be mapped. A failed poll keeps the previous snapshot
+and marks the cluster down; clusters are polled independently, so one failing does not touch another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import threading
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
-from vmhealth.exporter.state import PveGuest, Snapshot, Store
+from vmhealth.exporter.state import Amount, PveGuest, Snapshot, Store
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
 
 log = logging.getLogger(__name__)
 UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)
+# The /cluster/resources fields of a guest's activity, kept as Proxmox gives them.
+ACTIVITY_FIELDS = ("uptime", "cpu", "diskread", "diskwrite", "netin", "netout")
 
 
-def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]], now: float) -> Snapshot:
-    """A Snapshot from the two poll responses; templates are left out."""
-    guests: dict[int, PveGuest] = {}
+class _Seen(NamedTuple):
+    at: float  # poll time
+    total: Amount  # diskwrite + netout
+    node: str
+    last_active: float
+
+
+class IoActivity:
+    """When each running guest of one cluster was last I/O-active, judged from poll to poll.
+
+    Proxmox's counters say how much a guest wrote to disk and sent on the network since its process
+    started, not when. A guest counts as active at a poll when it is seen for the first time (or
+    again, after it was not running or its counters were missing), when the sum of the two went
+    backwards (restart) or its node changed (migration), or when the sum grew by more than
+    `idle_bytes_per_second` times the seconds since the previous poll. So a guest only reads as idle
+    after two consecutive polls showing (almost) no growth. Only guests listed in the last poll are
+    kept. Nothing is persisted: after an exporter restart every guest is active at first sight, which
+    delays an idle verdict by one io_window and never hastens a reset.
+    """
+
+    def __init__(self, idle_bytes_per_second: float):
+        self.idle_bytes_per_second = idle_bytes_per_second
+        self._seen: dict[int, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def update(self, observed: dict[int, tuple[str, Amount]], now: float) -> dict[int, float]:
+        """vmid -> last active time, from this poll's (node, diskwrite + netout) of the running guests
+        that have both counters; every other guest is forgotten."""
+        with self._lock:
+            seen: dict[int, _Seen] = {}
+            for vmid, (node, total) in observed.items():
+                prev = self._seen.get(vmid)
+                if prev is None or node != prev.node or total < prev.total \
+                        or total - prev.total > self.idle_bytes_per_second * (now - prev.at):
+                    last_active = now
+                else:
+                    last_active = prev.last_active
+                seen[vmid] = _Seen(now, total, node, last_active)
+            self._seen = seen
+        return {vmid: entry.last_active for vmid, entry in seen.items()}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _amount(item: dict[str, Any], key: str, vmid: int) -> Amount | None:
+    """The number >= 0 under `key`, or None when the key is missing or holds something else."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # a string that is no number stays a string: left out below
+            value = int(value) if value.strip().isdigit() else float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        log.debug("guest %s: %s is %r, not a number >= 0; left out", vmid, key, value)
+        return None
+    return value
+
+
+def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]], now: float,
+                  io: IoActivity | None = None) -> Snapshot:
+    """A Snapshot from the two poll responses; templates are left out.
+
+    With `io`, each running guest's `io_last_active` is judged against the previous poll's.
+    """
+    fields: dict[int, dict[str, Any]] = {}
     for item in resources:
         if item.get("type") not in ("qemu", "lxc") or item.get("template"):
             continue
@@ -31,16 +99,23 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
             vmid = int(item["vmid"])
         except (KeyError, TypeError, ValueError):
             continue
-        guests[vmid] = PveGuest(
-            vmid=vmid,
-            node=str(item.get("node", "")),
-            name=str(item.get("name", "")),
-            type=str(item["type"]),
-            status=str(item.get("status", "unknown")),
-            lock=str(item.get("lock") or ""),
-            tags=tuple(parse_tags(item.get("tags"))),
-            uptime=int(item.get("uptime") or 0),
-        )
+        fields[vmid] = {
+            "vmid": vmid,
+            "node": str(item.get("node", "")),
+            "name": str(item.get("name", "")),
+            "type": str(item["type"]),
+            "status": str(item.get("status", "unknown")),
+            "lock": str(item.get("lock") or ""),
+            "tags": tuple(parse_tags(item.get("tags"))),
+            **{key: _amount(item, key, vmid) for key in ACTIVITY_FIELDS},
+        }
+    last_active: dict[int, float] = {}
+    if io is not None:
+        last_active = io.update({
+            vmid: (f["node"], f["diskwrite"] + f["netout"]) for vmid, f in fields.items()
+            if f["status"] == "running" and f["diskwrite"] is not None and f["netout"] is not None
+        }, now)
+    guests = {vmid: PveGuest(**f, io_last_active=last_active.get(vmid)) for vmid, f in fields.items()}
     nodes: dict[str, bool] = {}
     quorate = True  # a standalone node has no cluster entry and is its own quorum
     for item in status:
@@ -65,6 +140,7 @@ class ClusterPoller:
         self.stale_timeout: float = config.thresholds.stale_timeout
         self.status_checks: int = config.exporter.status_checks_per_poll
         self.uuid_lookups: int = config.exporter.uuid_lookups_per_poll
+        self.io = IoActivity(config.thresholds.io_idle_bytes_per_second)
         self._was_up: bool | None = None
 
     def poll(self) -> bool:
@@ -73,7 +149,7 @@ class ClusterPoller:
         try:
             resources = self.client.get("cluster/resources", type="vm")
             status = self.client.cluster_status()
-            snapshot = snapshot_from(resources, status, time.time())
+            snapshot = snapshot_from(resources, status, time.time(), self.io)
         except PveError as exc:
             return self._failed(str(exc), started)
         except Exception as exc:  # a malformed answer must not stop the poller
@@ -102,7 +178,11 @@ class ClusterPoller:
         return False
 
     def _check_silent_guests(self, snapshot: Snapshot) -> None:
-        """Read qmpstatus of running QEMU guests whose heartbeat is stale (bounded per poll)."""
+        """Read qmpstatus of running QEMU guests whose heartbeat is half-way to stale (bounded per poll).
+
+        Half-way, not stale: a paused guest is then known as paused a poll or more before its heartbeat
+        goes stale, so `VMHung` (whose `for:` is short) never even turns pending for it. A healthy
+        guest's heartbeat (every 30s against a 90s timeout by default) never gets that old."""
         if self.status_checks <= 0:
             return
         now = time.time()
@@ -111,7 +191,7 @@ class ClusterPoller:
             guest for guest in snapshot.guests.values()
             if guest.type == "qemu" and guest.running and snapshot.nodes.get(guest.node, False)
             and (hb := heartbeats.get((self.name, guest.vmid))) is not None
-            and now - hb.received > self.stale_timeout
+            and now - hb.received > self.stale_timeout / 2
         ]
         for guest in silent[: self.status_checks]:
             try:

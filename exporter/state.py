@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from vmhealth.keys import derive_vm_key
 
 GuestKey = tuple[str, int]
+Amount = int | float  # a number as Proxmox gave it
 # Reports accepted for guests of a cluster that has never been polled successfully (we cannot yet
 # tell known from unknown); bounds memory if the API is unreachable from the start.
 MAX_GUESTS_BEFORE_FIRST_POLL = 100_000
@@ -23,7 +24,12 @@ MAX_GUESTS_BEFORE_FIRST_POLL = 100_000
 
 @dataclass(frozen=True)
 class PveGuest:
-    """One guest as /cluster/resources describes it (templates are never stored)."""
+    """One guest as /cluster/resources describes it (templates are never stored).
+
+    The activity fields are None where Proxmox's entry lacks the key (or holds no number >= 0):
+    an older PVE, a guest that just started. `io_last_active` is the poller's judgement, not Proxmox's
+    (see `poller.IoActivity`).
+    """
 
     vmid: int
     node: str
@@ -32,7 +38,13 @@ class PveGuest:
     status: str  # running | stopped | …
     lock: str = ""
     tags: tuple[str, ...] = ()
-    uptime: int = 0
+    uptime: Amount | None = None  # seconds
+    cpu: Amount | None = None  # share of its vCPUs, 0-1
+    diskread: Amount | None = None  # bytes since the guest's process started, like the three below
+    diskwrite: Amount | None = None
+    netin: Amount | None = None
+    netout: Amount | None = None  # bytes the guest transmitted
+    io_last_active: float | None = None  # Unix time of the last poll that saw the guest I/O-active
 
     @property
     def running(self) -> bool:

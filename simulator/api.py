@@ -146,8 +146,7 @@ class Api:
             "maxcpu": g.cpus, "maxmem": g.maxmem, "maxdisk": g.maxdisk,
         }
         if online:
-            netin, netout = g.net(now)
-            diskread, diskwrite = g.diskio(now)
+            diskread, diskwrite, netin, netout = g.counters(now)
             item.update({
                 "cpu": g.cpu(now), "mem": g.mem(now), "disk": g.disk_used() if g.kind == "lxc" and g.running else 0,
                 "uptime": g.uptime(now), "netin": netin, "netout": netout, "diskread": diskread,
@@ -287,8 +286,7 @@ class Api:
         return [self._guest_summary(g, now) for g in self.cluster.guests.values() if g.node == node and g.kind == kind]
 
     def _guest_summary(self, g: Guest, now: float) -> dict[str, Any]:
-        netin, netout = g.net(now)
-        diskread, diskwrite = g.diskio(now)
+        diskread, diskwrite, netin, netout = g.counters(now)
         item: dict[str, Any] = {
             "vmid": g.vmid, "name": g.name, "status": g.status, "cpu": g.cpu(now), "cpus": g.cpus,
             "mem": g.mem(now), "maxmem": g.maxmem, "disk": g.disk_used() if g.kind == "lxc" and g.running else 0,
@@ -320,7 +318,8 @@ class Api:
         item["ha"] = {"managed": 1, "state": "started" if g.running else "stopped"} if g.ha_managed else {"managed": 0}
         if kind == "qemu":
             item["qmpstatus"] = g.qmpstatus
-            item["agent"] = 1
+            if g.guest_agent != "none":  # "QEMU Guest Agent is enabled in config"; left out when it is not
+                item["agent"] = 1
             item["clipboard"] = None
             if g.running:
                 item.update({"running-qemu": "10.0.2", "running-machine": "pc-q35-10.0+pve1"})
@@ -336,11 +335,13 @@ class Api:
         if kind == "qemu":
             config: dict[str, Any] = {
                 "name": g.name, "memory": str(g.maxmem // 1024**2), "cores": g.cpus, "sockets": 1,
-                "cpu": "x86-64-v2-AES", "ostype": "l26", "agent": "1", "boot": "order=scsi0;net0",
+                "cpu": "x86-64-v2-AES", "ostype": "l26", "boot": "order=scsi0;net0",
                 "scsihw": "virtio-scsi-single", "scsi0": f"local-lvm:vm-{g.vmid}-disk-0,iothread=1,size={size}",
                 "net0": f"virtio={mac},bridge=vmbr0,firewall=1", "smbios1": f"uuid={g.uuid}",
                 "vmgenid": str(g.uuid[::-1]), "onboot": 1,
             }
+            if g.guest_agent != "none":
+                config["agent"] = "1"
         else:
             config = {
                 "hostname": g.name, "memory": g.maxmem // 1024**2, "swap": 512, "cores": g.cpus, "ostype": "debian",
@@ -370,12 +371,7 @@ class Api:
     def agent_ping(self, identity: Identity, node: str, vmid: str, **_: Any) -> Any:
         number = _vmid(vmid)
         require(identity, f"/vms/{number}", "VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted")
-        g = self.cluster.guest_on(node, "qemu", number, writing=True)
-        if not g.running:
-            raise ApiError(500, f"VM {number} is not running")
-        if not self.cluster.agent_responsive(g, self.cluster.now()):
-            raise ApiError(500, "QEMU guest agent is not running")
-        return {"result": {}}
+        return self.cluster.ping_guest_agent(node, number)
 
     # -- tasks ----------------------------------------------------------------------------------
     def _may_see_task(self, identity: Identity, task_user: str) -> bool:

@@ -23,8 +23,10 @@ ROLES: dict[str, frozenset[str]] = {
     # exactly the roles docs/security.md creates with pveum (tests/test_security_privileges.py checks):
     # VMHealthAuditor, read only, for the exporter
     "audit": frozenset({"Sys.Audit", "VM.Audit"}),
-    # VMHealthRemediator, for the webhook
-    "power": frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt"}),
+    # VMHealthRemediator, for the webhook: VM.GuestAgent.Audit for its agent/ping before a reset (PVE 9)
+    "power": frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt", "VM.GuestAgent.Audit"}),
+    # the webhook's role without the guest-agent privilege: its agent/ping gets the 403
+    "power-noagent": frozenset({"Sys.Audit", "VM.Audit", "VM.PowerMgmt"}),
 }
 TICKET_LIFETIME = 7200
 

@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--audit-token", type=_credential, action="append", default=[], metavar="ID=SECRET",
                      help="a read-only (PVEAuditor) token")
     api.add_argument("--power-token", type=_credential, action="append", default=[], metavar="ID=SECRET",
-                     help="a token with VM.Audit + VM.PowerMgmt + Sys.Audit only")
+                     help="the webhook's token: VM.Audit + VM.PowerMgmt + Sys.Audit + VM.GuestAgent.Audit only")
+    api.add_argument("--power-noagent-token", type=_credential, action="append", default=[], metavar="ID=SECRET",
+                     help="like --power-token without VM.GuestAgent.Audit (its agent/ping gets the 403)")
     api.add_argument("--user", type=_credential, action="append", default=[], metavar="USER@REALM=PASSWORD",
                      help="a user for ticket logins (POST /access/ticket), full privileges")
     api.add_argument("--cert-dir", metavar="DIR", help="where to write the generated CA and certificate")
@@ -81,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--key", metavar="FILE")
     api.add_argument("--auth-fail-delay", type=_duration, default=0.0, metavar="DURATION",
                      help="delay 401 answers like pveproxy does (~3s there; default 0)")
+    api.add_argument("--agent-ping-delay", type=_duration, default=0.0, metavar="DURATION",
+                     help="how long agent/ping takes to answer 'QEMU guest agent is not running' "
+                          "(Proxmox waits ~3s for the guest agent; default 0)")
     api.add_argument("--ready-file", metavar="FILE", help="write URL, CA file and tokens here as JSON once serving")
 
     agents = parser.add_argument_group("simulated agents")
@@ -98,11 +103,13 @@ def options_from(args: argparse.Namespace) -> object:
 
     tokens = [(i, s, "full") for i, s in args.token] + [(i, s, "audit") for i, s in args.audit_token]
     tokens += [(i, s, "power") for i, s in args.power_token]
+    tokens += [(i, s, "power-noagent") for i, s in args.power_noagent_token]
     return SimOptions(
         nodes=args.nodes, guests=args.guests, lxc=args.lxc, templates=args.templates, host=args.listen[0],
         port=args.listen[1], cluster_name=args.cluster_name, token_id=args.token_id, token_secret=args.token_secret,
         tokens=tokens, users=[(u, p, "full") for u, p in args.user], cert_dir=args.cert_dir, cert=args.cert,
         key=args.key, boot_seconds=args.boot_time, task_seconds=args.task_time, auth_fail_delay=args.auth_fail_delay,
+        agent_ping_delay=args.agent_ping_delay,
         agents_to=args.agents_to, agent_interval=args.agent_interval, agent_key=args.agent_key,
         agent_key_mode=args.agent_key_mode, agent_workers=args.agent_workers,
     )

@@ -10,8 +10,10 @@ from vmhealth.simulator.model import ApiError, Guest
 if TYPE_CHECKING:
     from vmhealth.simulator.server import Simulator
 
+# agent-dead / agent-alive are silence / unsilence by another name: vmhealth's in-guest agent dies, the guest lives
 GUEST_VERBS = ("hang", "unhang", "recover", "stuck", "pause", "resume", "lock", "unlock", "stop", "start", "tags",
-               "migrate", "silence", "unsilence")
+               "migrate", "silence", "unsilence", "agent-dead", "agent-alive", "guest-agent")
+VALUE_KEYS = {"pause": "qmpstatus", "lock": "lock", "tags": "tags", "guest-agent": "state"}  # verb -> body key
 
 
 def guest_json(sim: Simulator, g: Guest) -> dict[str, Any]:
@@ -22,6 +24,11 @@ def guest_json(sim: Simulator, g: Guest) -> dict[str, Any]:
         "tags": g.tags, "ha_managed": g.ha_managed, "uuid": g.uuid, "uptime": g.uptime(now),
         "guest_uptime": g.guest_uptime(now), "agent_responsive": sim.cluster.agent_responsive(g, now),
         "agent_silenced": g.agent_silenced,
+        # the QEMU guest agent (none | running | not-running) and whether agent/ping would answer now
+        "guest_agent": g.guest_agent, "guest_agent_answers": sim.cluster.guest_agent_answers(g, now),
+        # the hypervisor-side counters as the API shows them, and whether they grow now
+        "io_active": g.io_active, "counters": dict(zip(("diskread", "diskwrite", "netin", "netout"),
+                                                       g.counters(now), strict=True)),
         # when the exporter last accepted this guest's heartbeat (unix seconds), if agents are on
         "agent_last_heartbeat": sim.agents.last_sent.get(g.vmid) if sim.agents else None,
     }
@@ -34,9 +41,10 @@ def state_json(sim: Simulator) -> dict[str, Any]:
         "nodes": {n.name: {"online": n.online, "nodeid": n.nodeid} for n in c.nodes.values()},
         "guests": len(c.guests), "api_down": sim.api_down, "api_down_method": sim.api_down_method,
         "latency": sim.latency, "latency_method": sim.latency_method, "power_revoked": sim.auth.power_revoked,
-        "audit_revoked": sim.auth.audit_revoked,
+        "audit_revoked": sim.auth.audit_revoked, "agent_ping_delay": c.agent_ping_delay,
         "faulty_guests": [guest_json(sim, g) for g in c.guests.values()
-                          if g.hung or g.lock or g.agent_silenced or g.qmpstatus not in ("running", "stopped")],
+                          if g.hung or g.lock or g.agent_silenced or g.qmpstatus not in ("running", "stopped")
+                          or g.guest_agent == "not-running"],
     }
 
 
@@ -60,7 +68,7 @@ def handle(sim: Simulator, method: str, parts: list[str], query: dict[str, str],
             case "POST", ["guests", vmid, "migrate"]:
                 return guest_json(sim, c.migrate(_vmid(vmid), str(body.get("node", "")), _number(body, "seconds", 0)))
             case "POST", ["guests", vmid, verb] if verb in GUEST_VERBS:
-                value = body.get({"pause": "qmpstatus", "lock": "lock", "tags": "tags"}.get(verb, ""))
+                value = body.get(VALUE_KEYS.get(verb, ""))
                 return guest_json(sim, c.set_fault(_vmid(vmid), verb, value))
             case "POST", ["nodes", node, ("offline" | "online") as state]:
                 n = c.set_node_online(node, state == "online")

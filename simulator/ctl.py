@@ -10,6 +10,25 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from vmhealth.simulator.model import GUEST_AGENT_STATES
+
+HELP_EPILOG = """\
+three faults that look alike from outside, and what each one does:
+  hang VMID         the guest is frozen. Proxmox still shows it running (qmpstatus running, one
+                    vCPU busy), but nothing comes out of it: no heartbeats, no disk or network I/O
+                    (diskread/diskwrite/netin/netout stop growing) and no answer from the QEMU guest
+                    agent (agent/ping: "QEMU guest agent is not running"). vmhealth should reset it.
+                    `recover` (or a reset) ends it; the counters go on from where they stopped.
+  agent-dead VMID   only vmhealth's in-guest agent died (the same fault as `silence`): heartbeats stop,
+                    but the guest lives, its I/O counters keep growing and agent/ping answers.
+                    vmhealth should warn (VMAgentSilent), never reset. `agent-alive` ends it.
+  guest-agent VMID none|running|not-running
+                    the QEMU guest agent (qemu-ga), not vmhealth's agent: not configured in the VM
+                    config (agent/ping: "No QEMU guest agent configured"), answering (the default for
+                    QEMU guests), or configured but its service down ("QEMU guest agent is not
+                    running", after the simulator's --agent-ping-delay). Heartbeats and I/O go on.
+"""
+
 
 class ControlError(Exception):
     """The control API refused a request (its message says why) or could not be reached."""
@@ -89,6 +108,17 @@ class SimControl:
     def unsilence(self, vmid: int) -> Any:
         return self.guest_action(vmid, "unsilence")
 
+    def agent_dead(self, vmid: int) -> Any:
+        """vmhealth's agent in the guest dies, the guest lives (I/O and the guest-agent ping go on): `silence`."""
+        return self.guest_action(vmid, "agent-dead")
+
+    def agent_alive(self, vmid: int) -> Any:
+        return self.guest_action(vmid, "agent-alive")
+
+    def set_guest_agent(self, vmid: int, state: str) -> Any:
+        """The QEMU guest agent of a VM: "none" (not configured), "running" or "not-running" (service down)."""
+        return self.guest_action(vmid, "guest-agent", state=state)
+
     def set_tags(self, vmid: int, tags: str) -> Any:
         return self.guest_action(vmid, "tags", tags=tags)
 
@@ -155,7 +185,8 @@ class SimControl:
 _CTL: dict[str, tuple[str, list[str], Any]] = {
     "state": ("show the cluster state and the faults switched on", [], lambda c, a: c.state()),
     "guest": ("show one guest", ["vmid"], lambda c, a: c.guest(a.vmid)),
-    "hang": ("guest keeps running in Proxmox but its agent goes silent", ["vmid"], lambda c, a: c.hang(a.vmid)),
+    "hang": ("freeze the guest: running in Proxmox, but no heartbeats, no I/O, no guest-agent answer", ["vmid"],
+             lambda c, a: c.hang(a.vmid)),
     "stuck": ("hang the guest and make resets fail with the QMP timeout", ["vmid"], lambda c, a: c.stuck(a.vmid)),
     "recover": ("end hang/stuck", ["vmid"], lambda c, a: c.recover(a.vmid)),
     "pause": ("set qmpstatus (paused, io-error, ...)", ["vmid", "qmpstatus?"],
@@ -169,6 +200,11 @@ _CTL: dict[str, tuple[str, list[str], Any]] = {
     "silence": ("the guest is fine but its agent's heartbeats stop arriving", ["vmid"],
                 lambda c, a: c.silence(a.vmid)),
     "unsilence": ("the agent's heartbeats arrive again", ["vmid"], lambda c, a: c.unsilence(a.vmid)),
+    "agent-dead": ("vmhealth's agent dies, the guest lives: no heartbeats, I/O and guest-agent ping go on "
+                   "(= silence)", ["vmid"], lambda c, a: c.agent_dead(a.vmid)),
+    "agent-alive": ("the agent's heartbeats arrive again (= unsilence)", ["vmid"], lambda c, a: c.agent_alive(a.vmid)),
+    "guest-agent": ("set the QEMU guest agent: none (not configured), running, not-running (service down)",
+                    ["vmid", "state"], lambda c, a: c.set_guest_agent(a.vmid, a.state)),
     "tags": ("set the guest's Proxmox tags (a;b)", ["vmid", "tags"], lambda c, a: c.set_tags(a.vmid, a.tags)),
     "migrate": ("move the guest to NODE", ["vmid", "node"], lambda c, a: c.migrate(a.vmid, a.node)),
     "node-offline": ("take a node offline", ["node"], lambda c, a: c.node_offline(a.node)),
@@ -191,7 +227,12 @@ _CTL: dict[str, tuple[str, list[str], Any]] = {
 }
 
 
+_CHOICES = {"quorum": ["lost", "ok", "auto"], "state": list(GUEST_AGENT_STATES)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = HELP_EPILOG
     parser.add_argument("--url", default="https://127.0.0.1:8006", help="the simulator (default %(default)s)")
     parser.add_argument("--ca-bundle", metavar="FILE", help="the simulator's CA file (default: do not verify)")
     verbs = parser.add_subparsers(dest="verb", metavar="ACTION", required=True)
@@ -202,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             name_ = positional.rstrip("?")
             kind = int if name_ == "vmid" else str
             sub.add_argument(name_, type=kind, nargs="?" if optional else None,
-                             choices=["lost", "ok", "auto"] if name_ == "quorum" else None)
+                             choices=_CHOICES.get(name_))
 
 
 def run(args: argparse.Namespace) -> int:

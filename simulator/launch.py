@@ -33,6 +33,7 @@ class SimOptions:
     boot_seconds: float = 5.0
     task_seconds: float = 1.0
     auth_fail_delay: float = 0.0
+    agent_ping_delay: float = 0.0  # agent/ping's wait before "QEMU guest agent is not running"
     agents_to: str | None = None
     agent_interval: float = 30.0
     agent_key: str = ""
@@ -44,7 +45,8 @@ class SimOptions:
 def build(options: SimOptions) -> tuple[Simulator, CertFiles]:
     """The simulator (not started yet) and the certificate files it serves."""
     cluster = Cluster(options.cluster_name, options.nodes, options.guests, options.lxc, options.templates,
-                      boot_seconds=options.boot_seconds, task_seconds=options.task_seconds)
+                      boot_seconds=options.boot_seconds, task_seconds=options.task_seconds,
+                      agent_ping_delay=options.agent_ping_delay)
     auth = Auth()
     auth.add_token(options.token_id, options.token_secret, "full")
     for token_id, secret, role in options.tokens:

@@ -4,6 +4,12 @@ Everything that changes lives in `Cluster`, behind one lock. Time-dependent valu
 uptime, running tasks) are computed from the clock when read, so no thread has to "move" 10,000
 guests; `tick()` finishes the tasks whose time has come and applies their effect. `version` grows
 on every change, so renderers can cache their JSON per (version, second).
+
+I/O counters (diskread, diskwrite, netin, netout) are an accumulator per guest: the values at
+`io_at`, growing at the guest's rates from then on while the guest does I/O (running, not hung,
+qmpstatus running) and frozen otherwise. Every change of that state first calls `Guest.settle_io`,
+so a read is O(1) whatever happened before; a new QEMU process (start, reboot, migration) starts
+them at 0, a reset keeps them.
 """
 
 from __future__ import annotations
@@ -22,17 +28,19 @@ from vmhealth.simulator.tasks import Task, make_upid
 GIB = 1024**3
 UUID_NAMESPACE = uuid.UUID("7f1d7f5e-2b0c-4a53-9d51-3c1f0a5e8b10")
 QMP_STATES = ("running", "paused", "io-error", "prelaunch", "suspended", "internal-error")
+GUEST_AGENT_STATES = ("none", "running", "not-running")  # the QEMU guest agent: not configured, answering, down
 LOCKS = ("backup", "clone", "create", "migrate", "rollback", "snapshot", "snapshot-delete", "suspended", "suspending")
 
 
 class ApiError(Exception):
     """An error the API returns as `{"data": null, "message": "<message>\\n"}` with `status`."""
 
-    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None, delay: float = 0.0):
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors
+        self.delay = delay  # seconds the server waits before answering (outside the cluster lock)
 
 
 def _unit(*parts: object) -> float:
@@ -72,6 +80,7 @@ class Guest:
     hung: bool = False
     stuck: bool = False
     agent_silenced: bool = False  # the guest is fine, but its heartbeats do not reach the exporter
+    guest_agent: str = "running"  # the QEMU guest agent: GUEST_AGENT_STATES (LXC: always "none")
     template: bool = False
     tags: str = ""
     ha_managed: bool = False
@@ -81,11 +90,19 @@ class Guest:
     seed: float = field(init=False)  # per-guest constants, hashed once: rendering 10,000 guests is hot
     disk_share: float = field(init=False)
     uuid: str = field(init=False)
+    io_rate: tuple[float, float, float, float] = field(init=False)  # bytes/s: diskread, diskwrite, netin, netout
+    io_base: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # the counters at io_at
+    io_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.seed = _unit("guest", self.vmid)
         self.disk_share = 0.2 + 0.5 * _unit("disk", self.vmid)
         self.uuid = str(uuid.uuid5(UUID_NAMESPACE, f"vm:{self.vmid}"))
+        s = self.seed
+        # diskwrite >= 8,000 B/s and netout >= 6,000 B/s for every guest: far above an idle threshold of 1 KiB/s
+        self.io_rate = (16_000 + 200_000 * s, 8_000 + 100_000 * s, 8_000 + 60_000 * s, 6_000 + 30_000 * s)
+        if self.kind != "qemu":
+            self.guest_agent = "none"
 
     @property
     def running(self) -> bool:
@@ -119,13 +136,47 @@ class Guest:
     def disk_used(self) -> int:
         return int(self.maxdisk * self.disk_share)
 
+    @property
+    def io_active(self) -> bool:
+        """Whether the guest does disk and network I/O now: a hung, stuck or paused guest does none."""
+        return self.status == "running" and not self.hung and self.qmpstatus == "running"
+
+    def counters(self, now: float) -> tuple[int, int, int, int]:
+        """diskread, diskwrite, netin, netout in bytes: 0 without a QEMU process (stopped), frozen while idle."""
+        if self.status != "running":
+            return 0, 0, 0, 0
+        base = self.io_base
+        if self.hung or self.qmpstatus != "running":
+            return int(base[0]), int(base[1]), int(base[2]), int(base[3])
+        elapsed = now - self.io_at
+        if elapsed < 0:
+            elapsed = 0.0
+        rate = self.io_rate
+        return (int(base[0] + rate[0] * elapsed), int(base[1] + rate[1] * elapsed),
+                int(base[2] + rate[2] * elapsed), int(base[3] + rate[3] * elapsed))
+
+    def settle_io(self, now: float) -> None:
+        """Fold the I/O done until `now` into the accumulator; call before changing status, hung or qmpstatus."""
+        if self.io_active:
+            elapsed = max(0.0, now - self.io_at)
+            b, r = self.io_base, self.io_rate
+            self.io_base = (b[0] + r[0] * elapsed, b[1] + r[1] * elapsed, b[2] + r[2] * elapsed,
+                            b[3] + r[3] * elapsed)
+        self.io_at = now
+
+    def restart_io(self, now: float, seconds: float = 0.0) -> None:
+        """Counters of a new QEMU process at `now`: 0, or what `seconds` of I/O at the guest's rates made."""
+        r = self.io_rate
+        self.io_base = (r[0] * seconds, r[1] * seconds, r[2] * seconds, r[3] * seconds)
+        self.io_at = now
+
     def net(self, now: float) -> tuple[int, int]:
-        up = self.uptime(now)
-        return int(up * (2_000 + 60_000 * self.seed)), int(up * (1_000 + 30_000 * self.seed))
+        counters = self.counters(now)
+        return counters[2], counters[3]
 
     def diskio(self, now: float) -> tuple[int, int]:
-        up = self.uptime(now)
-        return int(up * (8_000 + 200_000 * self.seed)), int(up * (4_000 + 100_000 * self.seed))
+        counters = self.counters(now)
+        return counters[0], counters[1]
 
 
 class Cluster:
@@ -141,6 +192,7 @@ class Cluster:
         boot_seconds: float = 5.0,
         task_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        agent_ping_delay: float = 0.0,
     ):
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -149,6 +201,8 @@ class Cluster:
         self.name = name
         self.boot_seconds = boot_seconds
         self.task_seconds = task_seconds
+        # how long agent/ping takes to say "QEMU guest agent is not running" (Proxmox waits ~3 s for the guest)
+        self.agent_ping_delay = agent_ping_delay
         self.clock = clock
         self.lock = threading.RLock()
         self.version = 0
@@ -177,6 +231,7 @@ class Cluster:
                 guest.status = guest.qmpstatus = "stopped"
             else:
                 guest.pid = self._new_pid()
+                guest.restart_io(now, age)
             self.guests[vmid] = guest
 
     # -- helpers (lock held) ------------------------------------------------------------------
@@ -230,6 +285,21 @@ class Cluster:
             and self.nodes[guest.node].online and now >= guest.booted + self.boot_seconds
         )
 
+    def guest_agent_answers(self, guest: Guest, now: float) -> bool:
+        """Whether the QEMU guest agent answers a ping: configured, its service up, and the guest OS running."""
+        return guest.guest_agent == "running" and self.agent_responsive(guest, now)
+
+    def ping_guest_agent(self, node: str, vmid: int) -> dict[str, Any]:
+        """POST agent/ping: the checks and errors of qemu-server's agent_available, in its order."""
+        guest = self.guest_on(node, "qemu", vmid)
+        if guest.guest_agent == "none":
+            raise ApiError(500, "No QEMU guest agent configured")
+        if not guest.running:
+            raise ApiError(500, f"VM {vmid} is not running")
+        if not self.guest_agent_answers(guest, self.clock()):
+            raise ApiError(500, "QEMU guest agent is not running", delay=self.agent_ping_delay)
+        return {"result": {}}
+
     # -- time ---------------------------------------------------------------------------------
     def tick(self) -> None:
         """Finish due tasks and migrations (called before every read)."""
@@ -243,6 +313,7 @@ class Cluster:
                 self._changed()
             for guest in [g for g in self._migrating if g.migrate_at <= now]:
                 guest.node, guest.migrate_to, guest.lock = guest.migrate_to or guest.node, None, None
+                guest.restart_io(guest.migrate_at)  # a new QEMU process on the target node
                 self._migrating.remove(guest)
                 self._changed()
 
@@ -294,16 +365,19 @@ class Cluster:
 
     def _reboot_os(self, guest: Guest, restart_process: bool) -> None:
         now = self.clock()
+        guest.settle_io(now)
         guest.hung = False
         guest.qmpstatus = "running"
         guest.booted = now
-        if restart_process:  # a reboot starts a new QEMU process; a reset keeps it
+        if restart_process:  # a reboot starts a new QEMU process (counters from 0); a reset keeps it
             guest.started, guest.pid = now, self._new_pid()
+            guest.restart_io(now)
 
     def _power_off(self, guest: Guest) -> None:
         guest.status = guest.qmpstatus = "stopped"
         guest.hung = guest.stuck = False
         guest.pid = 0
+        guest.restart_io(self.clock())
 
     def _power_on(self, guest: Guest) -> None:
         if guest.running:
@@ -312,6 +386,7 @@ class Cluster:
         guest.status = guest.qmpstatus = "running"
         guest.started = guest.booted = now
         guest.pid = self._new_pid()
+        guest.restart_io(now)
 
     # -- faults (the control API) ---------------------------------------------------------------
     def guest(self, vmid: int) -> Guest:
@@ -327,6 +402,12 @@ class Cluster:
             guest = self.guest(vmid)
             if fault in ("hang", "stuck", "pause") and not guest.running:
                 raise ApiError(409, f"guest {vmid} is stopped; start it first")
+            if fault == "guest-agent":
+                if guest.kind != "qemu":
+                    raise ApiError(400, f"guest {vmid} is a container: it has no QEMU guest agent")
+                if value not in GUEST_AGENT_STATES:
+                    raise ApiError(400, f"state must be one of {', '.join(GUEST_AGENT_STATES)}, not {value!r}")
+            guest.settle_io(self.clock())  # the I/O done so far, before the fault changes whether it goes on
             if fault == "hang":
                 guest.hung = True
             elif fault == "stuck":
@@ -339,8 +420,10 @@ class Cluster:
                 if state not in QMP_STATES or state == "running":
                     raise ApiError(400, f"qmpstatus must be one of {', '.join(QMP_STATES[1:])}, not {state!r}")
                 guest.qmpstatus = state
-            elif fault in ("silence", "unsilence"):
-                guest.agent_silenced = fault == "silence"
+            elif fault in ("silence", "agent-dead", "unsilence", "agent-alive"):
+                guest.agent_silenced = fault in ("silence", "agent-dead")
+            elif fault == "guest-agent":
+                guest.guest_agent = value
             elif fault == "resume":
                 guest.qmpstatus = "running" if guest.running else "stopped"
             elif fault == "lock":
@@ -375,8 +458,23 @@ class Cluster:
                 self._migrating.append(guest)
             else:
                 guest.node = target
+                guest.restart_io(self.clock())  # a new QEMU process on the target node
             self._changed()
             return guest
+
+    def heal_guests(self) -> None:
+        """Every guest fault off: not hung or stuck, heartbeats arriving, unlocked, qmpstatus and guest agent
+        running again (a guest agent that is not configured stays so: that is configuration, not a fault)."""
+        with self.lock:
+            now = self.clock()
+            for g in self.guests.values():
+                g.settle_io(now)
+                g.hung = g.stuck = g.agent_silenced = False
+                g.lock = None
+                g.qmpstatus = "running" if g.running else "stopped"
+                if g.guest_agent == "not-running":
+                    g.guest_agent = "running"
+            self._changed()
 
     def set_node_online(self, name: str, online: bool) -> Node:
         with self.lock:

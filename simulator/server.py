@@ -69,10 +69,7 @@ class Simulator:
         """Switch every fault off: guests recover and unlock, nodes come back, the API answers."""
         c = self.cluster
         with c.lock:
-            for g in c.guests.values():
-                g.hung = g.stuck = g.agent_silenced = False
-                g.lock = None
-                g.qmpstatus = "running" if g.running else "stopped"
+            c.heal_guests()
             for name in c.nodes:
                 c.set_node_online(name, True)
             c.set_quorum(None)
@@ -204,6 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = sim.api.handle(identity, method, path, query, body)
         except ApiError as exc:
+            if exc.delay:  # e.g. agent/ping waiting for a guest agent that never answers; the lock is released
+                time.sleep(exc.delay)
             return self._error(exc), identity.userid
         if isinstance(data, RawJson):
             self._send(200, "OK", b'{"data":' + data.encoded + b"}")

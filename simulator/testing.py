@@ -47,7 +47,7 @@ class RunningSimulator(SimControl):
         return f"https://{self.host}/api2/json"
 
     def cluster_config(self, role: str = "full", verify_ssl: bool = True) -> dict[str, Any]:
-        """A `clusters[]` entry of the vmhealth YAML for this simulator (role: full, audit or power)."""
+        """A `clusters[]` entry of the vmhealth YAML for this simulator (role: full, audit, power, power-noagent)."""
         token_id, secret = (self.token_id, self.token_secret) if role == "full" else self.tokens[role]
         entry: dict[str, Any] = {"name": self.cluster_name, "host": self.host, "token_id": token_id,
                                  "token_secret": secret, "verify_ssl": verify_ssl}
@@ -66,15 +66,18 @@ def running_simulator(
     agent_interval: float = 30.0, agent_key: str = "", agent_key_mode: str = "shared", cluster_name: str = "sim",
     token_id: str = "root@pam!sim", token_secret: str = "sim-secret", boot_seconds: float = 1.0,
     task_seconds: float = 0.2, port: int = 0, subprocess: bool = False, start_timeout: float = 30.0,
+    agent_ping_delay: float = 0.0,
 ) -> Iterator[RunningSimulator]:
     """A running simulator on 127.0.0.1 (a free port unless `port`), stopped when the block ends.
 
-    Besides the full token it has an audit-only token `audit@pve!sim` and a power-only token
-    `remediator@pve!sim` (see `cluster_config(role=...)`) and a user `root@pam` with password
-    `token_secret` for ticket logins.
+    Besides the full token it has an audit-only token `audit@pve!sim`, the webhook's token
+    `remediator@pve!sim` (role "power": VM.PowerMgmt and VM.GuestAgent.Audit), the same without
+    VM.GuestAgent.Audit `noagent@pve!sim` (role "power-noagent"; see `cluster_config(role=...)`) and a
+    user `root@pam` with password `token_secret` for ticket logins.
     """
-    extra = {"audit": ("audit@pve!sim", token_secret + "-audit"), "power": ("remediator@pve!sim",
-                                                                           token_secret + "-power")}
+    extra = {"audit": ("audit@pve!sim", token_secret + "-audit"),
+             "power": ("remediator@pve!sim", token_secret + "-power"),
+             "power-noagent": ("noagent@pve!sim", token_secret + "-power-noagent")}
     with tempfile.TemporaryDirectory(prefix="vmhealth-sim-") as folder:
         if subprocess:
             with _subprocess(folder, locals()) as handle:
@@ -85,10 +88,10 @@ def running_simulator(
         options = SimOptions(
             nodes=nodes, guests=guests, lxc=lxc, templates=templates, port=port, cluster_name=cluster_name,
             token_id=token_id, token_secret=token_secret,
-            tokens=[(*extra["audit"], "audit"), (*extra["power"], "power")],
+            tokens=[(*extra[role], role) for role in ("audit", "power", "power-noagent")],
             users=[("root@pam", token_secret, "full")], cert_dir=folder, boot_seconds=boot_seconds,
             task_seconds=task_seconds, agents_to=agents_to, agent_interval=agent_interval, agent_key=agent_key,
-            agent_key_mode=agent_key_mode,
+            agent_key_mode=agent_key_mode, agent_ping_delay=agent_ping_delay,
         )
         sim, files = build(options)
         sim.start()
@@ -109,6 +112,8 @@ def _subprocess(folder: str, a: dict[str, Any]) -> Iterator[RunningSimulator]:
         "--guests", str(a["guests"]), "--lxc", str(a["lxc"]), "--templates", str(a["templates"]),
         "--cluster-name", a["cluster_name"], "--token-id", a["token_id"], "--token-secret", a["token_secret"],
         "--audit-token", "=".join(a["extra"]["audit"]), "--power-token", "=".join(a["extra"]["power"]),
+        "--power-noagent-token", "=".join(a["extra"]["power-noagent"]),
+        "--agent-ping-delay", f"{a['agent_ping_delay']}s",
         "--user", f"root@pam={a['token_secret']}", "--cert-dir", folder, "--ready-file", str(ready),
         "--boot-time", f"{a['boot_seconds']}s", "--task-time", f"{a['task_seconds']}s", "--log-level", "warning",
     ]

@@ -45,16 +45,22 @@ def rule_for(stack: Stack, alertname: str) -> float:
 def latency_bound(stack: Stack) -> tuple[float, str]:
     """The most a reset may take after a guest's last heartbeat, and the formula with its numbers:
 
-        stale_timeout + for(VMHung, scaled) + 2 x (scrape + evaluation) + group_wait
-          + agent interval (with jitter) + poll interval + webhook slack
+        max(stale_timeout, agent interval + poll + io_window) + for(VMHung, scaled)
+          + 2 x (scrape + evaluation) + group_wait + agent interval (with jitter) + poll interval + webhook slack
+
+    (a guest frozen just before its next heartbeat is seen active until the first poll after the freeze,
+    and is I/O-idle one io_window after that).
     """
     s = stack.settings
+    agent = s.agent_interval * (1 + AGENT_JITTER)
+    stale, io_idle = parse_duration(s.stale_timeout), agent + parse_duration(s.poll_interval) + parse_duration(
+        s.io_window)
     terms = {
-        "stale_timeout": parse_duration(s.stale_timeout),
+        "max(stale_timeout, agent+poll+io_window)": max(stale, io_idle),
         "for(VMHung)": rule_for(stack, "VMHung"),
         "2x(scrape+evaluation)": 2 * (parse_duration(s.scrape_interval) + parse_duration(s.evaluation_interval)),
         "group_wait": parse_duration(s.group_wait),
-        "agent_interval": s.agent_interval * (1 + AGENT_JITTER),
+        "agent_interval": agent,
         "poll_interval": parse_duration(s.poll_interval),
         "webhook": WEBHOOK_SLACK,
     }

@@ -12,8 +12,9 @@ API_KEY = "test-shared-agent-key"
 PVE = "https://pve1.example.org:8006/api2/json"
 
 
-def exporter_config(tmp_path: Path, clusters: tuple[str, ...] = ("lab",), **exporter: Any) -> SimpleNamespace:
-    raw = {
+def exporter_config(tmp_path: Path, clusters: tuple[str, ...] = ("lab",), thresholds: dict | None = None,
+                    **exporter: Any) -> SimpleNamespace:
+    raw: dict[str, Any] = {
         "clusters": [
             {"name": name, "host": f"pve-{name}.example.org:8006" if i else "pve1.example.org:8006",
              "token_id": "monitor@pve!vmhealth", "token_secret": "secret-uuid", "timeout": "2s"}
@@ -21,6 +22,8 @@ def exporter_config(tmp_path: Path, clusters: tuple[str, ...] = ("lab",), **expo
         ],
         "exporter": {"api_key": API_KEY, "database_url": f"sqlite:///{tmp_path}/exporter.db", **exporter},
     }
+    if thresholds is not None:
+        raw["thresholds"] = thresholds
     return load(raw=raw, components=("exporter",), environ={})
 
 

@@ -20,7 +20,8 @@ def test_defaults_of_the_design():
     config = load(raw={"clusters": [CLUSTER]}, environ={})
     assert config.exporter.listen == "127.0.0.1:9747" and config.webhook.listen == "127.0.0.1:9749"
     assert config.agent.listen == "0.0.0.0:9748" and config.agent.mode == "push"
-    assert config.thresholds.stale_timeout == 300 and config.thresholds.cpu_percent == 80
+    assert config.thresholds.stale_timeout == 90 and config.thresholds.cpu_percent == 80
+    assert config.thresholds.io_window == 60 and config.thresholds.io_idle_bytes_per_second == 1024
     assert config.webhook.policy.max_attempts == 3 and config.webhook.policy.cooldown == 600
     assert config.clusters[0].verify_ssl is True
 
@@ -29,12 +30,12 @@ def test_environment_overrides_keys_and_list_items():
     env = {"VMHEALTH_EXPORTER_LISTEN": "0.0.0.0:9000", "VMHEALTH_CLUSTERS_0_TOKEN_SECRET": "from-env",
            "VMHEALTH_CLUSTERS_1_NAME": "b", "VMHEALTH_CLUSTERS_1_HOST": "pve-b", "VMHEALTH_CLUSTERS_1_USER": "root@pam",
            "VMHEALTH_CLUSTERS_1_PASSWORD": "pw", "VMHEALTH_CLUSTERS_1_VERIFY_SSL": "false",
-           "VMHEALTH_THRESHOLDS_STALE_TIMEOUT": "90s", "VMHEALTH_WEBHOOK_POLICY_DENY_VMIDS": "100, 101"}
+           "VMHEALTH_THRESHOLDS_STALE_TIMEOUT": "2m", "VMHEALTH_WEBHOOK_POLICY_DENY_VMIDS": "100, 101"}
     config = load(raw={"clusters": [CLUSTER]}, environ=env)
     assert config.exporter.listen == "0.0.0.0:9000"
     assert config.clusters[0].token_secret == "from-env"
     assert config.clusters[1].name == "b" and config.clusters[1].verify_ssl is False
-    assert config.thresholds.stale_timeout == 90
+    assert config.thresholds.stale_timeout == 120
     assert config.webhook.policy.deny_vmids == [100, 101]
 
 

@@ -1,4 +1,4 @@
-"""`vmhealth demo` as a newcomer runs it: a real subprocess that starts the whole stack, prints both
+"""`vmhealth demo` as a newcomer runs it: a real subprocess that starts the whole stack, prints the three
 scenarios' timelines in order, and leaves no process and no listening port behind, whether it ends by
 itself or by Ctrl-C / SIGTERM."""
 
@@ -27,6 +27,9 @@ SCENARIO_1 = ["hangs: Proxmox still says running", "heartbeat stopped", "stale t
               "incident closed"]
 SCENARIO_2 = ["resets will time out", "VMHung firing", "attempt 1 of 2 failed", "attempt 2 of 2 failed",
               "quarantined", "VMResetFailed firing"]
+SCENARIO_3 = ["vmhealth agent dies", "heartbeat stopped", "VMAgentSilent firing (warning): heartbeat stale, but "
+              "Proxmox shows it writing and sending", "no reset: VMHung never fired", "agent back",
+              "VMAgentSilent resolved; nothing was reset"]
 
 
 class Demo:
@@ -112,22 +115,25 @@ def in_order(text: str, phrases: list[str]) -> None:
 
 @pytest.mark.binaries
 @pytest.mark.slow
-def test_both_scenarios_in_order_then_clean_exit(tmp_path: Path) -> None:
+def test_three_scenarios_in_order_then_clean_exit(tmp_path: Path) -> None:
     demo = Demo(tmp_path / "demo", "--scenarios-only")
     try:
-        code = demo.wait(240)
+        code = demo.wait(300)
     finally:
         if demo.process.poll() is None:
             demo.kill()
     assert code == 0, demo.output
     text = demo.output
-    first, _, second = text.partition("== Scenario 2")
-    assert second, text
+    first, _, rest = text.partition("== Scenario 2")
+    second, _, third = rest.partition("== Scenario 3")
+    assert third, text
     in_order(first, SCENARIO_1)
     in_order(second, SCENARIO_2)
+    in_order(third, SCENARIO_3)
     assert first.count("reset sent: UPID:") == 1 and "attempt 2" not in first, first
+    assert "VMHung" not in third.replace("VMHung never fired", ""), third
     timeline = [line for line in demo.lines if TIMELINE_LINE.match(line)]
-    assert len(timeline) == len(SCENARIO_1) + len(SCENARIO_2), text
+    assert len(timeline) == len(SCENARIO_1) + len(SCENARIO_2) + len(SCENARIO_3), text
     seconds = [float(re.search(r"\+ *(\d+\.\d)s", line).group(1)) for line in timeline]  # type: ignore[union-attr]
     assert seconds[:len(SCENARIO_1)] == sorted(seconds[:len(SCENARIO_1)]), text
     assert re.search(r"hang -> reset \d+\.\ds, hang -> resolved \d+\.\ds", text), text
@@ -187,9 +193,9 @@ def test_refuses_a_used_workdir_and_touches_nothing(tmp_path: Path, capsys: pyte
     assert (tmp_path / "webhook.db").read_bytes() == b"a previous run's history"
 
 
-@pytest.mark.parametrize("option", [["--guests", "1"], ["--nodes", "0"]])
+@pytest.mark.parametrize("option", [["--guests", "2"], ["--nodes", "0"]])
 def test_refuses_a_cluster_too_small(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from vmhealth.cli import main
 
     assert main(["demo", *option, "--scenarios-only"]) == 2
-    assert "--guests must be at least 2 and --nodes at least 1" in capsys.readouterr().err
+    assert "--guests must be at least 3 and --nodes at least 1" in capsys.readouterr().err

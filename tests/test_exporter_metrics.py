@@ -66,7 +66,7 @@ def test_contract_series(app):
     assert s["vmhealth_pve_cluster_quorate{cluster=lab}"] == 1
     assert s["vmhealth_guest_monitored{cluster=lab,node=pve2,vmid=200}"] == 0
     assert s["vmhealth_guest_monitored{cluster=lab,node=pve1,vmid=100}"] == 1
-    assert s["vmhealth_config_stale_timeout_seconds{cluster=lab}"] == 300
+    assert s["vmhealth_config_stale_timeout_seconds{cluster=lab}"] == 90
     assert s["vmhealth_config_cpu_threshold_ratio{cluster=lab}"] == 0.8
     assert s["vmhealth_config_memory_threshold_ratio{cluster=lab}"] == 0.9
     assert s["vmhealth_reports_total{result=accepted}"] == 1

@@ -59,7 +59,7 @@ def test_kept_page_follows_every_kind_of_change(setup):
         lambda: None,
         # a new heartbeat with other fields: lines appear and disappear
         lambda: store.record("lab", 100, Heartbeat(received=now + 1, hostname='q"uote', uptime=5.0, load1=0.1)),
-        # Proxmox: a migration, a lock lifted, a guest gone, a new one; uptime alone changes nothing shown
+        # Proxmox: a migration, a lock lifted, a guest gone, a new one, an uptime appearing
         lambda: store.apply_snapshot("lab", snapshot_from(resources({
             100: {"node": "pve2", "uptime": 9}, 101: {"tags": "web"}, 102: {}, 104: {"status": "stopped"}}),
             NODES, time.time()), 0.2),

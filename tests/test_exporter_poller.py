@@ -109,6 +109,24 @@ def test_silent_running_guests_get_their_qmpstatus_read(exporter):
     assert exporter.store.clusters["lab"].paused == {100: "io-error"}
 
 
+def test_qmpstatus_is_read_once_a_heartbeat_is_half_way_to_stale(exporter):
+    """A paused guest is known as paused before its heartbeat is stale; a fresh heartbeat costs no read."""
+    import time
+
+    from vmhealth.exporter.state import Heartbeat
+
+    timeout = exporter.pollers["lab"].stale_timeout
+    exporter.store.record("lab", 100, Heartbeat(received=time.time() - timeout / 2 - 5, hostname="paused"))
+    exporter.store.record("lab", 101, Heartbeat(received=time.time() - timeout / 2 + 5, hostname="fresh"))
+    with responses.RequestsMock() as rsps:
+        serve_cluster(rsps, PVE, [resource(100), resource(101)])
+        rsps.get(f"{PVE}/nodes/pve1/qemu/100/status/current",
+                 json={"data": {"status": "running", "qmpstatus": "paused", "vmid": 100}})
+        exporter.pollers["lab"].poll()
+        assert not [c for c in rsps.calls if "/qemu/101/" in c.request.url]
+    assert exporter.store.clusters["lab"].paused == {100: "paused"}
+
+
 def test_smbios_uuid_lookup_is_bounded_and_cached(tmp_path):
     app = create_app(exporter_config(tmp_path, uuid_lookups_per_poll=2), start=False)
     exporter = app.extensions["vmhealth_exporter"]

@@ -52,7 +52,8 @@ def documented() -> str:
 def test_the_documented_roles_are_the_simulators_roles() -> None:
     commands = documented()
     assert granted(commands, "monitor@pve") == set(ROLES["audit"]) == {"VM.Audit", "Sys.Audit"}
-    assert granted(commands, "remediator@pve") == set(ROLES["power"]) == {"VM.Audit", "VM.PowerMgmt", "Sys.Audit"}
+    assert granted(commands, "remediator@pve") == set(ROLES["power"]) == {
+        "VM.Audit", "VM.PowerMgmt", "Sys.Audit", "VM.GuestAgent.Audit"}
     assert "--privsep 1" in commands, "tokens must have privilege separation (their own ACLs)"
 
 

@@ -18,6 +18,10 @@ from tests.conftest import free_port
 from tests.test_webhook_support import FakePve, auth, firing, make_config
 from vmhealth.db import current_revision, make_engine, upgrade
 from vmhealth.webhook import create_app
+from vmhealth.webhook.api import action_json
+from vmhealth.webhook.store import Store
+
+HEAD = "wh0003"
 
 
 def test_migrations_upgrade_an_empty_database(database: str) -> None:
@@ -25,12 +29,12 @@ def test_migrations_upgrade_an_empty_database(database: str) -> None:
     try:
         assert current_revision(engine, "webhook") is None
         upgrade(engine, "webhook")
-        assert current_revision(engine, "webhook") == "wh0002"
+        assert current_revision(engine, "webhook") == HEAD
         tables = set(inspect(engine).get_table_names())
         assert {"webhook_event", "webhook_incident", "webhook_action", "webhook_quarantine",
                 "alembic_version_webhook"} <= tables
         upgrade(engine, "webhook")  # idempotent
-        assert current_revision(engine, "webhook") == "wh0002"
+        assert current_revision(engine, "webhook") == HEAD
     finally:
         engine.dispose()
 
@@ -46,12 +50,44 @@ def test_migrations_upgrade_the_older_schema_and_keep_its_history(database: str)
                 " reason) values (1700000000, 'lab', 'pve1', 100, 'web01', 'fp', 'reset', 'success',"
                 " 'alertmanager', 'old')"))
         upgrade(engine, "webhook")
-        assert current_revision(engine, "webhook") == "wh0002"
+        assert current_revision(engine, "webhook") == HEAD
         columns = {c["name"] for c in inspect(engine).get_columns("webhook_action")}
         assert {"forced", "received_at", "acted_at", "finished_at"} <= columns
         with engine.connect() as connection:
             row = connection.execute(text("select vmid, outcome, forced from webhook_action")).one()
         assert (row.vmid, row.outcome, bool(row.forced)) == (100, "success", False)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0003_adds_evidence_and_keeps_the_rows_of_0002(database: str) -> None:
+    engine = make_engine(database)
+    try:
+        upgrade(engine, "webhook", "wh0002")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "insert into webhook_event (fingerprint, starts_at, status, alertname, cluster, vmid, node, name,"
+                " action, labels, actor, reason, force, received_at, deliveries, state, result) values ('fp',"
+                " '2026-01-01T00:05:00Z', 'firing', 'VMHung', 'lab', 100, 'pve1', 'web01', 'reset', '{}',"
+                " 'alertmanager', '', false, 1700000000, 2, 'done', 'success: OK')"))
+            connection.execute(text(
+                "insert into webhook_action (at, cluster, node, vmid, name, fingerprint, event_id, action, outcome,"
+                " actor, reason, forced, received_at) values (1700000001, 'lab', 'pve1', 100, 'web01', 'fp', 1,"
+                " 'reset', 'success', 'alertmanager', 'old', true, 1700000000)"))
+        upgrade(engine, "webhook")
+        assert current_revision(engine, "webhook") == HEAD
+        for table in ("webhook_event", "webhook_action"):
+            column = {c["name"]: c for c in inspect(engine).get_columns(table)}["evidence"]
+            assert column["nullable"] is True
+        with engine.connect() as connection:
+            event = connection.execute(text("select vmid, deliveries, result, evidence from webhook_event")).one()
+            action = connection.execute(text(
+                "select vmid, outcome, forced, received_at, evidence from webhook_action")).one()
+        assert (event.vmid, event.deliveries, event.result, event.evidence) == (100, 2, "success: OK", None)
+        assert (action.vmid, action.outcome, bool(action.forced), action.received_at, action.evidence) == (
+            100, "success", True, 1700000000, None)
+        [row] = Store(engine).history()  # the webhook reads the old row: no evidence is an empty object
+        assert action_json(row)["evidence"] == {} and action_json(row)["reason"] == "old"
     finally:
         engine.dispose()
 
@@ -174,9 +210,9 @@ def test_db_upgrade_command_creates_the_webhook_schema(tmp_path: Any) -> None:
     done = subprocess.run([sys.executable, "-m", "vmhealth", "db", "upgrade", "--component", "webhook",
                            "--config", str(config)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "webhook:" in done.stdout and "wh0002" in done.stdout
+    assert "webhook:" in done.stdout and HEAD in done.stdout
     engine = make_engine(url)
     try:
-        assert current_revision(engine, "webhook") == "wh0002"
+        assert current_revision(engine, "webhook") == HEAD
     finally:
         engine.dispose()

@@ -73,6 +73,11 @@ class FakePve:
         self.post_error: list[Any] = []  # per action POST: an int HTTP status or an exception to raise
         self.start_task_on_error = False  # a 5xx/timeout POST that still started its task
         self.posts: list[tuple[str, int, str]] = []  # (node, vmid, action)
+        # agent/ping of a QEMU guest, per vmid: "ok", an error message for a 500, an int HTTP status, an
+        # exception to raise, or a callable(request) returning one of those; the guest agent of a hung
+        # guest is not running when nothing is set.
+        self.ping: dict[int, Any] = {}
+        self.pings: list[tuple[str, int, float]] = []  # (node, vmid, the request's timeout)
         self.tasks: dict[str, dict[str, Any]] = {}
         self.counter = 0
         mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r"/.*"), callback=self.get)
@@ -123,6 +128,9 @@ class FakePve:
 
     def post(self, request: Any) -> tuple[int, dict[str, str], str]:
         path = urlsplit(request.url).path.removeprefix("/api2/json/")
+        ping = re.fullmatch(r"nodes/([^/]+)/qemu/(\d+)/agent/ping", path)
+        if ping:
+            return self.agent_ping(request, ping[1], int(ping[2]))
         match = re.fullmatch(r"nodes/([^/]+)/(qemu|lxc)/(\d+)/status/(\w+)", path)
         if not match:
             return 501, {}, json.dumps({"data": None, "message": f"Method 'POST /{path}' not implemented\n"})
@@ -150,6 +158,35 @@ class FakePve:
         if error is not None:
             raise error
         return self._ok(upid)
+
+
+    def agent_ping(self, request: Any, node: str, vmid: int) -> tuple[int, dict[str, str], str]:
+        with self.lock:
+            self.pings.append((node, vmid, request.req_kwargs.get("timeout")))
+            answer = self.ping.get(vmid, "QEMU guest agent is not running")
+        if callable(answer):
+            answer = answer(request)
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer == "ok":
+            return self._ok({"result": {}})
+        status = answer if isinstance(answer, int) else 500
+        message = {403: f"Permission check failed (/vms/{vmid}, VM.GuestAgent.Audit|VM.GuestAgent.Unrestricted)"}.get(
+            status, answer if isinstance(answer, str) else "internal error")
+        return status, {}, json.dumps({"data": None, "message": message + "\n"})
+
+
+def proxmox_reason(response: Any) -> Any:
+    """A `responses` response_callback: the status line carries the error message, as Proxmox's does
+    (`HTTP/1.1 500 QEMU guest agent is not running`), which is where proxmoxer reads it from."""
+    if response.status_code >= 400:
+        try:
+            message = json.loads(response.content or b"null")["message"]
+        except (ValueError, TypeError, KeyError):
+            message = None
+        if isinstance(message, str) and message.strip():
+            response.reason = message.strip()
+    return response
 
 
 def timeout_error() -> Exception:

@@ -97,6 +97,10 @@ def _policy_section() -> Section:
             "task_timeout": Key("duration", "2m", doc="how long to follow a reset task's UPID"),
             "circuit_min_hung": Key("int", 2, minimum=1, doc="the circuit breaker needs at least this many hung"),
             "retry_interval": Key("duration", "1m", doc="after a skip for a passing reason, next look no sooner"),
+            "guest_agent_check": Key(
+                "str", "auto", choices=("auto", "off"),
+                doc="auto: before a reset, ping the QEMU guest agent where one is configured; an answer refuses",
+            ),
         }
     )
 
@@ -122,7 +126,16 @@ SCHEMA = Section(
                 "cpu_percent": Key("percent", 80.0, doc="warning above this guest CPU use"),
                 "ram_percent": Key("percent", 90.0, doc="warning above this guest memory use"),
                 "disk_percent": Key("percent", 90.0, doc="warning above this guest disk use"),
-                "stale_timeout": Key("duration", "5m", doc="a heartbeat older than this is stale"),
+                "stale_timeout": Key(
+                    "duration", "90s", doc="a heartbeat older than this is stale (three missed 30 s heartbeats)"
+                ),
+                "io_window": Key(
+                    "duration", "60s", doc="a guest whose disk writes + network transmit stay at or below "
+                    "io_idle_bytes_per_second this long is I/O-idle"
+                ),
+                "io_idle_bytes_per_second": Key(
+                    "float", 1024.0, minimum=0, doc="disk writes + network transmit a guest may grow by and stay idle"
+                ),
                 "mass_loss_fraction": Key(
                     "ratio", 0.5, doc="share of a cluster's guests stale at once that means monitoring broke"
                 ),
@@ -476,6 +489,7 @@ def load(
     _apply_env(raw, environ, loader)
     config = _build(SCHEMA, raw, "", loader)
     _check_clusters(config, loader)
+    _check_thresholds(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -523,6 +537,11 @@ def _check_clusters(config: SimpleNamespace, loader: _Loader) -> None:
             loader.problem(f"{here}.token_secret", "missing (give token_id + token_secret, or user + password)")
         if cluster.ca_bundle and not Path(cluster.ca_bundle).is_file():
             loader.problem(f"{here}.ca_bundle", f"no such file: {cluster.ca_bundle}")
+
+
+def _check_thresholds(config: SimpleNamespace, loader: _Loader) -> None:
+    if config.thresholds.io_window is not None and config.thresholds.io_window <= 0:
+        loader.problem("thresholds.io_window", "must be longer than 0s")
 
 
 def _check_required(config: SimpleNamespace, component: str, loader: _Loader) -> None:

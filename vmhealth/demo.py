@@ -6,8 +6,10 @@ heartbeats, a 10s stale timeout, rule `for:` durations divided by 12, a 15s cool
 
 Scenario 1 hangs one guest and prints, as it happens: heartbeat stopped -> VMHung pending -> firing
 -> the webhook's decision -> the reset's UPID -> heartbeat back -> resolved. Scenario 2 makes a
-guest that resets do not fix: attempts -> quarantine -> VMResetFailed. Then everything keeps
-running, with its URLs printed, until Ctrl-C, which stops every process the demo started.
+guest that resets do not fix: attempts -> quarantine -> VMResetFailed. Scenario 3 kills only the
+vmhealth agent in a guest that keeps working: VMAgentSilent, and no reset, with the reason. Then
+everything keeps running, with its URLs printed, until Ctrl-C, which stops every process the demo
+started.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: a new folder in /tmp, removed at a clean exit)")
     parser.add_argument("--nodes", type=int, default=3, help="simulated Proxmox nodes (default: %(default)s)")
     parser.add_argument("--guests", type=int, default=20,
-                        help="simulated QEMU guests, each with an agent (default: %(default)s; at least 2)")
+                        help="simulated QEMU guests, each with an agent (default: %(default)s; at least 3)")
     parser.add_argument("--step-timeout", type=float, default=90.0, metavar="SECONDS",
                         help="give up when a step of a scenario does not happen within this (default: %(default)s)")
     parser.add_argument("--scenarios-only", "--no-wait", action="store_true",
-                        help="exit after the two scenarios instead of running until Ctrl-C")
+                        help="exit after the three scenarios instead of running until Ctrl-C")
 
 
 @dataclass
@@ -175,7 +177,7 @@ def _check_processes(stack: Any) -> None:
             raise DemoFailed(f"{name} exited; its log is {process.log_path}:\n{process.tail(1500)}")
 
 
-# --- the two scenarios ------------------------------------------------------------------------
+# --- the three scenarios ----------------------------------------------------------------------
 
 def _alert_state(name: str, states: tuple[str, ...]) -> Callable[[Observation], dict[str, Any] | None]:
     return lambda o: o.alerts.get(name) if o.alerts.get(name, {}).get("state") in states else None
@@ -262,6 +264,84 @@ def stuck_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float) ->
     follow(stack, vmid, steps, timeline, timeout)
 
 
+def agent_dead_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float, quiet: float) -> None:
+    """vmhealth's agent dies in a guest that keeps working: a warning, and no reset, for a stated reason."""
+    name = stack.sim.guest(vmid)["name"]
+    timeline.begin(f"Scenario 3: the vmhealth agent in guest {vmid} ({name}) dies; the guest keeps working")
+    stack.sim.agent_dead(vmid)
+    timeline.line("agent dead", f"guest {vmid}'s vmhealth agent dies: no more heartbeats, but the guest goes on "
+                                f"writing and sending (vmhealth sim ctl agent-dead {vmid})")
+    interval = stack.settings.agent_interval
+    silent_since: list[float] = []
+
+    def never_reset(o: Observation) -> None:
+        acted = [r for r in o.history if r.get("action")] + o.tasks
+        if acted or o.alerts.get("VMHung"):
+            raise DemoFailed(f"guest {vmid} works and only its agent died, yet vmhealth judged it hung; "
+                             f"{_describe(o)}; every process's log is in {stack.workdir}")
+
+    def heartbeat_stopped(o: Observation) -> str | None:
+        never_reset(o)
+        last = _epoch(o.vm.get("lastHeartbeat"))
+        if last is None or time.time() - last < 2 * interval + 1:
+            return None
+        return f"heartbeat stopped: the last one reached the exporter at {_clock(last)}"
+
+    def agent_silent(o: Observation) -> str | None:
+        never_reset(o)
+        alert = _alert_state("VMAgentSilent", ("firing",))(o)
+        if not alert:
+            return None
+        silent_since.append(time.time())
+        rate = _io_rate(stack, vmid)
+        seen = f"Proxmox shows it writing and sending {rate:,.0f} B/s" if rate is not None else "Proxmox shows I/O"
+        return f"Prometheus: VMAgentSilent firing (warning): heartbeat stale, but {seen}"
+
+    def no_reset(o: Observation) -> str | None:
+        never_reset(o)
+        if time.time() - silent_since[0] < quiet:
+            return None
+        return (f"no reset: VMHung never fired, because a guest that does I/O is not hung; the webhook's history "
+                f"for guest {vmid} is empty after {quiet:g}s more")
+
+    def heartbeat_back(o: Observation) -> str | None:
+        never_reset(o)
+        last = _epoch(o.vm.get("lastHeartbeat"))
+        if last is None or o.vm.get("isDown") or last < silent_since[0]:
+            return None
+        return f"agent back (vmhealth sim ctl agent-alive {vmid}): heartbeat at {_clock(last)}"
+
+    follow(stack, vmid, [Step("heartbeat stopped", heartbeat_stopped), Step("agent silent", agent_silent),
+                         Step("no reset", no_reset)], timeline, timeout)
+    stack.sim.agent_alive(vmid)
+    follow(stack, vmid, [
+        Step("heartbeat back", heartbeat_back),
+        Step("resolved", lambda o: o.alerts_read and not o.alerts.get("VMAgentSilent")
+             and "Prometheus: VMAgentSilent resolved; nothing was reset"),
+    ], timeline, timeout)
+
+
+def _io_rate(stack: Any, vmid: int) -> float | None:
+    """The guest's disk writes + network transmit in B/s, as Prometheus has them from Proxmox's counters."""
+    rows = _safe(lambda: stack.query(f'cluster_vmid:vmhealth_pve_guest_io_bytes:rate1m{{vmid="{vmid}"}}'))
+    return float(rows[0]["value"][1]) if rows else None
+
+
+def rule_for(alert: str) -> float:
+    """The shipped `for:` of an alert, in seconds."""
+    import yaml
+
+    from vmhealth.bundled import bundled_file
+    from vmhealth.durations import parse_duration
+
+    document = yaml.safe_load(bundled_file("prometheus/rules/vmhealth-alerts.yml").read_text())
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == alert:
+                return parse_duration(rule.get("for", "0s"))
+    raise KeyError(alert)
+
+
 def _clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
 
@@ -301,8 +381,8 @@ def demo_settings(nodes: int, guests: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.guests < 2 or args.nodes < 1:
-        print("vmhealth demo: --guests must be at least 2 and --nodes at least 1", file=sys.stderr)
+    if args.guests < 3 or args.nodes < 1:
+        print("vmhealth demo: --guests must be at least 3 and --nodes at least 1", file=sys.stderr)
         return 2
     if args.workdir and Path(args.workdir).exists() and any(Path(args.workdir).iterdir()):
         print(f"vmhealth demo: --workdir {args.workdir} is not empty; a previous run's databases would change "
@@ -352,13 +432,16 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
               f"{settings.rule_time_scale:.3g}, cooldown 15s, {MAX_ATTEMPTS} attempts.", flush=True)
         _print_urls(stack)
         timeline = Timeline()
-        first, second = 100 + args.guests // 4, 100 + args.guests // 2
-        hold = parse_duration("3m") * settings.rule_time_scale
-        wait_reporting(stack, [first, second], args.step_timeout)
+        first, second, third = 100 + args.guests // 4, 100 + args.guests // 2, 100 + (3 * args.guests) // 4
+        hold = max(1.0, round(rule_for("VMHung") * settings.rule_time_scale))
+        wait_reporting(stack, [first, second, third], args.step_timeout)
         hang_scenario(stack, first, timeline, args.step_timeout, parse_duration(settings.stale_timeout), hold)
         reset, resolved = timeline.times["reset"], timeline.times["resolved"]
         stuck_scenario(stack, second, timeline, args.step_timeout)
+        # as long again as a hung guest took from its last heartbeat to its reset in scenario 1
+        agent_dead_scenario(stack, third, timeline, args.step_timeout, quiet=max(reset, 10.0))
         print(f"\nScenario 1: hang -> reset {reset:.1f}s, hang -> resolved {resolved:.1f}s. "
+              f"Scenario 3: agent dead -> VMAgentSilent {timeline.times['agent silent']:.1f}s, no reset. "
               f"Guest {second} stays quarantined: vmhealth sim ctl --url https://{stack.sim.host} recover {second}; "
               f"vmhealth release {second} --config {stack.config_path}", flush=True)
         if args.scenarios_only:

@@ -101,6 +101,23 @@ class PveClient:
     def tasks(self, node: str, **params: Any) -> list[dict[str, Any]]:
         return self.get(f"nodes/{node}/tasks", **params)
 
+    def agent_ping(self, node: str, vmid: int) -> Any:
+        """POST agent/ping of a QEMU guest: returns when its guest agent answered, else PveError.
+
+        Proxmox itself gives the agent 3 s (500 `QEMU guest agent is not running`); the call is
+        bounded by the cluster's `timeout` like every other. Needs VM.GuestAgent.Audit (PVE 9) or
+        VM.Monitor (PVE 8) on the guest: 403 without."""
+        return self.post(f"nodes/{node}/qemu/{vmid}/agent/ping")
+
+
+def is_timeout(exc: PveError) -> bool:
+    """True when the call failed because Proxmox did not answer within the timeout."""
+    import requests
+
+    if isinstance(exc.__cause__, requests.exceptions.Timeout):
+        return True
+    return exc.status is None and "timed out" in str(exc).lower()  # e.g. ConnectionError(ReadTimeoutError)
+
 
 def _status_of(exc: Exception) -> int | None:
     status = getattr(exc, "status_code", None)

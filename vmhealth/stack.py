@@ -47,6 +47,7 @@ class StackSettings:
     guests: int = 20
     agent_interval: float = 2.0
     stale_timeout: str = "10s"
+    io_window: str = "5s"  # thresholds.io_window: production's 60s / 12, like the rest
     poll_interval: str = "2s"
     scrape_interval: str = "2s"
     evaluation_interval: str = "2s"
@@ -60,6 +61,7 @@ class StackSettings:
     alertmanager_peers: int = 1
     sim_task_seconds: float = 0.5
     sim_boot_seconds: float = 2.0
+    sim_agent_ping_delay: float = 0.0  # agent/ping's wait for a guest agent that does not answer (Proxmox: ~3s)
     sim_subprocess: bool = False
     cluster_name: str = "sim"
     start_timeout: float = 90.0
@@ -241,7 +243,7 @@ def running_stack(settings: StackSettings | None = None, workdir: Path | str | N
             nodes=settings.nodes, guests=settings.guests, agents_to=f"http://127.0.0.1:{exporter_port}",
             agent_interval=settings.agent_interval, agent_key=AGENT_KEY, cluster_name=settings.cluster_name,
             boot_seconds=settings.sim_boot_seconds, task_seconds=settings.sim_task_seconds,
-            subprocess=settings.sim_subprocess,
+            subprocess=settings.sim_subprocess, agent_ping_delay=settings.sim_agent_ping_delay,
         ))
         stack = Stack(settings, workdir, sim)
         cleanup.callback(stack.close)
@@ -267,7 +269,7 @@ def _build(stack: Stack, exporter_port: int) -> None:
     token_file.write_text(WEBHOOK_TOKEN)
     config = {
         "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
-        "thresholds": {"stale_timeout": s.stale_timeout, **s.thresholds},
+        "thresholds": {"stale_timeout": s.stale_timeout, "io_window": s.io_window, **s.thresholds},
         "exporter": {"listen": f"127.0.0.1:{exporter_port}", "poll_interval": s.poll_interval, "api_key": AGENT_KEY,
                      "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s", **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,

@@ -7,6 +7,7 @@ the quarantine, and is written into the history.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -39,7 +40,19 @@ def action_json(row: Action) -> dict[str, Any]:
         "name": row.name, "fingerprint": row.fingerprint, "incident": row.incident_id, "attempt": row.attempt,
         "action": row.action, "outcome": row.outcome, "upid": row.upid, "exitstatus": row.exitstatus,
         "error": row.error, "actor": row.actor, "reason": row.reason, "forced": bool(row.forced),
+        "evidence": evidence_json(row.evidence),
     }
+
+
+def evidence_json(text: str | None) -> dict[str, Any]:
+    """A row's evidence as an object: {} when it has none (rows older than the evidence, resolved ones)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:

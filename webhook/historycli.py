@@ -1,5 +1,6 @@
 """Print the remediation history as a table, newest first, from the running webhook
-(GET /api/resets): every decision, acted on or refused, with its reason."""
+(GET /api/resets): every decision, acted on or refused, with its reason and, in brackets, a short
+summary of the evidence it was based on."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         detail = row.get("error") or row.get("exitstatus") or row.get("reason") or ""
         if row.get("forced"):
             detail = f"[forced] {detail}"
+        summary = evidence_summary(row.get("evidence") or {})
+        if summary:
+            detail = f"{detail} [{summary}]" if detail else f"[{summary}]"
         values = {"time": when, "cluster": row["cluster"], "vmid": str(row["vmid"] or ""), "name": row["name"],
                   "action": row["action"] or "-", "outcome": row["outcome"], "attempt": str(row["attempt"] or "-"),
                   "actor": row["actor"], "detail": " ".join(str(detail).split())}
@@ -40,6 +44,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             cells.append(text if not width else (text if len(text) <= width else text[: width - 1] + "~").ljust(width))
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def evidence_summary(evidence: dict[str, Any]) -> str:
+    """What a decision was based on, in a few words: `heartbeat 412s, io 0 B/s idle 300s, agent timeout`."""
+    parts = []
+    if _number(evidence.get("heartbeat_age_seconds")):
+        parts.append(f"heartbeat {evidence['heartbeat_age_seconds']:.0f}s")
+    if _number(evidence.get("io_rate_bytes_per_second")):
+        idle = f" idle {evidence['io_idle_seconds']:.0f}s" if _number(evidence.get("io_idle_seconds")) else ""
+        parts.append(f"io {evidence['io_rate_bytes_per_second']:.0f} B/s{idle}")
+    judged, live = evidence.get("io_bytes_total_judged"), evidence.get("io_bytes_total_live")
+    if _number(judged) and _number(live):
+        parts.append(f"{live - judged:+.0f} B since judged")
+    if evidence.get("guest_agent"):
+        parts.append(f"agent {evidence['guest_agent']}")
+    if evidence.get("qmpstatus") and evidence.get("qmpstatus") != "running":
+        parts.append(f"qmp {evidence['qmpstatus']}")
+    return ", ".join(parts)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def run(args: argparse.Namespace) -> int:

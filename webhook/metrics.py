@@ -29,10 +29,15 @@ class WebhookMetrics:
         self.latency = Histogram(
             "vmhealth_remediation_action_latency_seconds", "From receiving the alert to calling Proxmox.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=self.registry)
+        self.guest_agent_forbidden_total = Counter(
+            "vmhealth_webhook_guest_agent_check_forbidden", "Guest-agent pings Proxmox refused with 403: the "
+            "webhook's token lacks VM.GuestAgent.Audit (PVE 9) or VM.Monitor (PVE 8), so the check gives no "
+            "evidence.", ["cluster"], registry=self.registry)
         # Series that exist from the start at 0, so that increase() counts the first reset after a start.
         for cluster in clusters:
             for result in ("success", "failed", "unknown"):
                 self.actions_total.labels(cluster, "reset", result)
+            self.guest_agent_forbidden_total.labels(cluster)
         for status, result in (("firing", "recorded"), ("firing", "duplicate"), ("resolved", "resolved")):
             self.notifications_total.labels(status, result)
 
@@ -41,6 +46,9 @@ class WebhookMetrics:
 
     def notification(self, status: str, result: str, count: int = 1) -> None:
         self.notifications_total.labels(status, result).inc(count)
+
+    def guest_agent_forbidden(self, cluster: str) -> None:
+        self.guest_agent_forbidden_total.labels(cluster).inc()
 
     def add_state(self, read: Callable[[], dict[str, Any] | None]) -> None:
         self.registry.register(_StateCollector(read))

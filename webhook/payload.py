@@ -3,10 +3,13 @@
 Each alert's own `status` decides (the top-level one only says whether any alert fires); keys this
 module does not know are ignored, because newer Alertmanagers add fields (`notification_reason`,
 `routeLabels`); the receiver name arrives regexp-escaped (`pve\\.remediator`) and is only logged.
+The rules' evidence annotations (`EVIDENCE_KEYS`) are kept as numbers when they are plain decimals;
+one that is missing or malformed is simply not given, never a reason to refuse the notification.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +20,11 @@ from vmhealth.textformat import utf8_text
 # Labels that ask for a remediation; the DESIGN's `action`, and `remediate` as older routes name it.
 ACTION_LABELS = ("action", "remediate")
 ACTIONS = ("reset",)
+# Annotations of VMHung that carry what the rules judged on, kept with the event as numbers.
+EVIDENCE_KEYS = ("heartbeat_age_seconds", "io_rate_bytes_per_second", "io_idle_seconds", "io_bytes_total",
+                 "io_judged_at")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")  # ASCII digits only
+_DECIMAL_CHARS = 64
 
 
 class PayloadError(ValueError):
@@ -37,6 +45,7 @@ class AlertEvent:
     node: str
     name: str
     action: str  # "" when the alert asks for none
+    evidence: dict[str, float] = field(default_factory=dict)  # of EVIDENCE_KEYS, those given well-formed
 
 
 @dataclass
@@ -90,6 +99,19 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
+def evidence_of(annotations: dict[str, str]) -> dict[str, float]:
+    """The known evidence annotations that are plain, finite, non-negative decimals; the rest is not given."""
+    out: dict[str, float] = {}
+    for key in EVIDENCE_KEYS:
+        text = annotations.get(key)
+        if not isinstance(text, str) or len(text) > _DECIMAL_CHARS or not _DECIMAL.fullmatch(text.strip()):
+            continue
+        value = float(text) + 0.0  # "-0" is 0
+        if math.isfinite(value) and value >= 0:
+            out[key] = value
+    return out
+
+
 def _vmid(labels: dict[str, str], where: str) -> int | None:
     raw = labels.get("vmid")
     if raw is None:
@@ -113,7 +135,7 @@ def parse_alert(alert: Any, where: str, default_cluster: str | None) -> AlertEve
     if not isinstance(fingerprint, str) or not fingerprint or len(fingerprint) > 128 or not utf8_text(fingerprint):
         raise PayloadError(f"{where}.fingerprint: expected a non-empty string of at most 128 characters")
     labels = _string_map(alert.get("labels"), f"{where}.labels")
-    _string_map(alert.get("annotations"), f"{where}.annotations")
+    annotations = _string_map(alert.get("annotations"), f"{where}.annotations")
     starts_at = normalise_time(alert.get("startsAt"), f"{where}.startsAt")
     action = next((labels[k] for k in ACTION_LABELS if labels.get(k)), "")
     return AlertEvent(
@@ -127,6 +149,7 @@ def parse_alert(alert: Any, where: str, default_cluster: str | None) -> AlertEve
         node=labels.get("node", ""),
         name=labels.get("name", "") or labels.get("hostname", ""),
         action=action,
+        evidence=evidence_of(annotations),
     )
 
 

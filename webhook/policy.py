@@ -8,16 +8,18 @@ history as `skipped:<reason>`.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from vmhealth.pve import parse_tags
+from vmhealth.pve import PveError, is_timeout, parse_tags
 
 # Reasons that pass by themselves: the next delivery of a still-firing alert looks again.
 TRANSIENT = frozenset(
     {"cooldown", "rate-limited", "busy", "circuit-open", "locked", "booting", "node-offline", "no-quorum",
-     "proxmox-unreachable", "disabled"}
+     "proxmox-unreachable", "disabled", "active", "guest-agent-alive"}
 )
 
 
@@ -119,3 +121,82 @@ def guest_tags(resource: dict[str, Any], status: dict[str, Any] | None = None) -
 def ha_managed(status: dict[str, Any]) -> bool:
     ha = status.get("ha") or {}
     return bool(int(ha.get("managed", 0) or 0)) if isinstance(ha, dict) else False
+
+
+def io_bytes_live(resource: dict[str, Any]) -> float | None:
+    """Disk writes + network transmit, bytes, of the guest's /cluster/resources entry; None when either is missing."""
+    values = [resource.get("diskwrite"), resource.get("netout")]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        return None
+    total = float(sum(values))
+    return total if math.isfinite(total) and total >= 0 else None
+
+
+def check_active(judged: float | None, judged_at: float | None, live: float | None, idle_rate: float,
+                 now: float) -> Skip | None:
+    """The guest's I/O since the rules judged it idle: `judged` bytes then, `live` bytes now.
+
+    Counters that went backwards mean the guest restarted or migrated since (its QEMU process is new),
+    so the rules' judgement is about another run; growth beyond `idle_rate` bytes per second over the
+    time since `judged_at` means it is doing I/O again. Without both numbers there is no evidence."""
+    if judged is None or live is None or judged_at is None:
+        return None
+    if live < judged:
+        return Skip("active", f"its I/O counters went back from {judged:.0f} to {live:.0f} bytes since the rules "
+                    "judged it idle: restarted or migrated since")
+    elapsed = max(now - judged_at, 1.0)
+    allowed = idle_rate * elapsed
+    grown = live - judged
+    if grown > allowed:
+        ahead = f"; the rules' clock is {judged_at - now:.0f}s ahead of this one" if judged_at > now + 1 else ""
+        return Skip("active", f"wrote/sent {grown:.0f} bytes since the rules judged it idle {elapsed:.0f}s ago "
+                    f"(idle allows {allowed:.0f} at {idle_rate:g} B/s){ahead}")
+    return None
+
+
+def agent_configured(status: dict[str, Any], resource: dict[str, Any] | None = None) -> bool:
+    """Whether the QEMU guest agent is enabled: `status/current`'s `agent`, or the VM's own `agent` value."""
+    return any(_agent_on(source.get("agent")) for source in (status, resource or {}))
+
+
+def _agent_on(value: Any) -> bool:
+    """1/true, or a VM config's `agent` property string (`1,fstrim_cloned_disks=1`, `enabled=1,type=virtio`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        for part in value.split(","):
+            key, sep, flag = part.partition("=")
+            if not sep or key.strip() == "enabled":
+                return (flag if sep else key).strip().lower() in ("1", "true", "yes", "on")
+    return False
+
+
+_VM_NOT_RUNNING = re.compile(r"\bVM \d+ is not running")
+
+
+def guest_agent_answer(error: PveError | None) -> str:
+    """What a guest-agent ping said, as the word the history keeps (`alive` when it answered)."""
+    if error is None:
+        return "alive"
+    if error.status == 403:
+        return "forbidden"
+    if is_timeout(error):
+        return "timeout"
+    text = str(error)
+    if error.status == 500:
+        if "QEMU guest agent is not running" in text:
+            return "not-running"
+        if "No QEMU guest agent configured" in text:
+            return "not-configured"
+        if _VM_NOT_RUNNING.search(text):
+            return "vm-not-running"
+    return f"error: {text}"[:300]
+
+
+def check_guest_agent(answer: str) -> Skip | None:
+    """An answering guest agent means the guest OS runs: whatever the heartbeat says, it is not hung."""
+    if answer == "alive":
+        return Skip("guest-agent-alive", "the QEMU guest agent answered: the guest OS is running")
+    return None

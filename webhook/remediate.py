@@ -2,19 +2,24 @@
 
 The order matters: cheap refusals that need no network first (kill switch, quarantine, cooldown,
 rate limit), then one read of /cluster/resources and /cluster/status and the guest's
-`status/current`, then the attempt slot is claimed in the database and only then is Proxmox told to
-act. Every branch writes one history row. The worker has the refusals that need the database only
-(kill switch, quarantine, attempts used up, cooldown) decided in bulk while it claims (`claim`).
+`status/current`, then the two last checks of the evidence (I/O since the rules judged the guest
+idle, from the counters already read; a ping of its QEMU guest agent), then the attempt slot is
+claimed in the database and only then is Proxmox told to act. No transaction is open while Proxmox
+is called. Every branch writes one history row, with the evidence it was based on. The worker has
+the refusals that need the database only (kill switch, quarantine, attempts used up, cooldown)
+decided in bulk while it claims (`claim`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,6 +27,7 @@ from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
 from vmhealth.pve import PveClient, PveError
 from vmhealth.webhook import actions, policy
 from vmhealth.webhook.metrics import WebhookMetrics
+from vmhealth.webhook.payload import EVIDENCE_KEYS
 from vmhealth.webhook.policy import Skip
 from vmhealth.webhook.store import Store
 
@@ -58,7 +64,10 @@ class Remediator:
         self.settle = settle
         self.lease = float(config.webhook.claim_lease)
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
+        idle_rate = getattr(getattr(config, "thresholds", None), "io_idle_bytes_per_second", None)
+        self.io_idle_rate = 1024.0 if idle_rate is None else float(idle_rate)
         self._lock = threading.Lock()
+        self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
 
     # --- entry point -----------------------------------------------------------------------------
     def process(self, event: AlertEvent) -> Decision:
@@ -90,7 +99,8 @@ class Remediator:
         """The history row of a decision on `event`, before its outcome is known."""
         return Action(at=now, cluster=event.cluster or "", vmid=event.vmid, node=event.node, name=event.name,
                       fingerprint=event.fingerprint, event_id=event.id, actor=event.actor,
-                      reason=event.reason or event.alertname, forced=event.force, received_at=event.received_at)
+                      reason=event.reason or event.alertname, forced=event.force, received_at=event.received_at,
+                      evidence=_dump(judged_evidence(given_evidence(event))))
 
     # --- refusals decided in bulk, while claiming ------------------------------------------------
     def claim(self, worker: str, free: int, now: float, batch: int = REFUSAL_BATCH) -> tuple[list[int], int]:
@@ -170,6 +180,9 @@ class Remediator:
         resource, status, kind, node, guests = facts
         base.node = node
         base.name = resource.get("name") or status.get("name") or base.name
+        live = policy.io_bytes_live(resource)
+        _note(base, io_bytes_total_live=live, status=status.get("status"), qmpstatus=status.get("qmpstatus"),
+              uptime=status.get("uptime"))
         skip = policy.check_allowed(p, vmid, policy.guest_tags(resource, status))
         if skip is None:
             hung = self.store.open_incidents(cluster)
@@ -177,6 +190,12 @@ class Remediator:
             self.circuit[cluster] = 1 if skip is not None else 0
         if skip is None:
             skip = policy.check_guest(kind, status, p.boot_grace)
+        if skip is None:
+            given = given_evidence(event)
+            skip = policy.check_active(given.get("io_bytes_total"), given.get("io_judged_at", event.received_at),
+                                       live, self.io_idle_rate, time.time())
+        if skip is None:
+            skip = self._check_guest_agent(client, base, kind, node, vmid, resource, status)
         if skip is not None:
             return self._skip(base, skip, incident)
         action = policy.action_for(kind)
@@ -188,6 +207,44 @@ class Remediator:
             self.metrics.action(cluster, action, "dry-run")
             return Decision("dry-run", base.reason, base.name, incident.attempts, now + p.cooldown, base.id)
         return self._act(event, incident, base, client, kind, node, status, now)
+
+    def _check_guest_agent(self, client: PveClient, base: Action, kind: str, node: str, vmid: int,
+                           resource: dict[str, Any], status: dict[str, Any]) -> Skip | None:
+        """Ping the QEMU guest agent where one is configured: an answer is a running guest OS.
+
+        Any failure to get an answer (not running, not configured, a timeout, a 403, no connection)
+        is no evidence either way, and the decision goes on; what happened is kept in the evidence.
+        The ping is bounded by the cluster's per-call timeout and holds no lock or transaction."""
+        error: PveError | None = None
+        if kind != "qemu":
+            answer = "not-qemu"
+        elif self.policy.guest_agent_check == "off":
+            answer = "off"
+        elif not policy.agent_configured(status, resource):
+            answer = "not-configured"
+        else:
+            try:
+                client.agent_ping(node, vmid)
+            except PveError as exc:
+                error = exc
+            answer = policy.guest_agent_answer(error)
+        _note(base, guest_agent=answer)
+        if answer == "forbidden":
+            self._agent_forbidden(base.cluster, error)
+        elif answer.startswith("error:"):
+            log.info("%s/%s: guest-agent ping gave no answer, going on without it: %s", base.cluster, vmid, error)
+        return policy.check_guest_agent(answer)
+
+    def _agent_forbidden(self, cluster: str, error: PveError | None) -> None:
+        """Counted every time; logged once per cluster and process, naming the privilege to add."""
+        self.metrics.guest_agent_forbidden(cluster)
+        with self._lock:
+            first = cluster not in self._agent_forbidden_logged
+            self._agent_forbidden_logged.add(cluster)
+        if first:
+            log.warning("cluster %s: the webhook's Proxmox token may not ping the QEMU guest agent (%s), so resets "
+                        "go ahead without that check; add VM.GuestAgent.Audit (PVE 9) or VM.Monitor (PVE 8) to its "
+                        "role, or set webhook.policy.guest_agent_check: off", cluster, error)
 
     def _facts(self, client: PveClient, vmid: int) -> Skip | tuple[dict, dict, str, str, int]:
         """Live state at decision time: where the guest is now, its node and its own status."""
@@ -228,7 +285,7 @@ class Remediator:
                 at=time.time(), cluster=base.cluster, node=node, vmid=base.vmid, name=base.name,
                 fingerprint=base.fingerprint, event_id=base.event_id, incident_id=incident.id, action=action,
                 outcome="pending", actor=base.actor, reason=f"escalation after: {result.error}", forced=base.forced,
-                received_at=base.received_at, acted_at=time.time()))
+                received_at=base.received_at, acted_at=time.time(), evidence=base.evidence))
             result = actions.escalate(client, node, kind, incident.vmid, p.task_timeout, self.task_poll_interval)
         self._finish(row, result)
         self.metrics.action(incident.cluster, action, result.outcome)
@@ -287,3 +344,32 @@ class Remediator:
         retry = retry_after if retry_after is not None else now + float(self.policy.retry_interval)
         log.info("%s/%s: %s (%s)", base.cluster, base.vmid, skip.outcome, skip.detail)
         return Decision(skip.outcome, skip.detail, base.name, attempts, retry, base.id)
+
+
+def given_evidence(event: AlertEvent) -> dict[str, float]:
+    """The rules' evidence stored with the event (payload.EVIDENCE_KEYS); anything unreadable is not given."""
+    try:
+        raw = json.loads(event.evidence) if event.evidence else {}
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: float(v) for k, v in raw.items()
+            if k in EVIDENCE_KEYS and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def judged_evidence(given: dict[str, float]) -> dict[str, Any]:
+    """The alert's evidence under the history's names (`io_bytes_total` is what the rules judged on)."""
+    names = {"io_bytes_total": "io_bytes_total_judged"}
+    return {names.get(key, key): value for key, value in given.items()}
+
+
+def _note(row: Action, **values: Any) -> None:
+    """Add what a decision was based on to its history row's evidence (None values are not known)."""
+    evidence = json.loads(row.evidence) if row.evidence else {}
+    evidence.update({k: v for k, v in values.items() if v is not None})
+    row.evidence = _dump(evidence)
+
+
+def _dump(evidence: dict[str, Any]) -> str | None:
+    return json.dumps(evidence, sort_keys=True) if evidence else None

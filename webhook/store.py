@@ -125,6 +125,7 @@ class Store:
             action=alert.action, labels=json.dumps(alert.labels, sort_keys=True), actor=actor, reason=reason,
             force=force, received_at=now, deliveries=1, state="pending" if actionable else "done",
             result="" if actionable or alert.status == "resolved" else "no action label",
+            evidence=json.dumps(alert.evidence, sort_keys=True) if alert.evidence else None,
         )
         # One statement, no savepoint: a key already stored (a repeat, or another replica's row
         # inserted meanwhile) returns no id and leaves the transaction usable.
@@ -133,15 +134,17 @@ class Store:
             existing = session.scalars(select(AlertEvent).where(
                 AlertEvent.fingerprint == alert.fingerprint, AlertEvent.starts_at == alert.starts_at,
                 AlertEvent.status == alert.status)).one()
+            # Every delivery carries the rules' latest evaluation: the event keeps the newest evidence.
             rearmed = session.execute(
                 update(AlertEvent)
                 .where(AlertEvent.id == existing.id, AlertEvent.state == "done",
                        AlertEvent.retry_after.is_not(None), AlertEvent.retry_after <= now)
-                .values(state="pending", deliveries=AlertEvent.deliveries + 1, received_at=now)
+                .values(state="pending", deliveries=AlertEvent.deliveries + 1, received_at=now,
+                        evidence=values["evidence"])
             ).rowcount
             if not rearmed:
                 session.execute(update(AlertEvent).where(AlertEvent.id == existing.id)
-                                .values(deliveries=AlertEvent.deliveries + 1))
+                                .values(deliveries=AlertEvent.deliveries + 1, evidence=values["evidence"]))
             return Recorded(existing.id, "rearmed" if rearmed else "duplicate")
         row = AlertEvent(id=new_id, **values)  # what was stored; not attached to the session
         if alert.status == "resolved":

@@ -49,6 +49,8 @@ class AlertEvent(Base):
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     retry_after: Mapped[float | None] = mapped_column(Float, nullable=True)
     result: Mapped[str] = mapped_column(Text, default="")
+    # JSON of the rules' evidence annotations of the latest delivery (payload.EVIDENCE_KEYS), NULL when none
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Incident(Base):
@@ -118,3 +120,6 @@ class Action(Base):
     received_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     acted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # JSON of what the decision was based on: the alert's evidence and, once read, Proxmox's live state
+    # (I/O counters, guest-agent answer, qmpstatus, uptime, status); NULL for rows that carry none.
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
