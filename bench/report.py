@@ -47,8 +47,8 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return ", ".join(f"{r['alerts']} alerts ({r['mode']}) decided in {_f(r['decided_s'], 2)} s"
                          for r in result["bulk"])
     if name == "detection_latency":
-        return (f"median {_f(result['median_s'])} s, slowest {_f(result['max_s'])} s at 1/{result['scale']:g}, "
-                f"{result.get('wrongful_resets', 0)} wrongful resets")
+        wrongful = f", {result['wrongful_resets']} wrongful resets" if "wrongful_resets" in result else ""
+        return f"median {_f(result['median_s'])} s, slowest {_f(result['max_s'])} s at 1/{result['scale']:g}{wrongful}"
     return ""
 
 

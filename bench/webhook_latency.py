@@ -8,12 +8,15 @@
 process). Latency: one VMHung notification at a time, each for another guest; from the moment the
 POST is sent to the moment the simulator received `POST .../status/reset` (its task log keeps that to
 the microsecond; same machine, same clock). Rate limits off (`max_actions_per_hour` huge, breaker
-off, `boot_grace 0s`); every other policy check runs, including the live-state reads from Proxmox.
+off, `boot_grace 0s`); every other policy check runs, including the live-state reads from Proxmox and
+the ping of the guest's QEMU guest agent. Each guest is hung in the simulator first, as the alert says,
+so that its guest agent does not answer (the simulator answers at once; Proxmox waits up to 3 s).
 
 Bulk: one notification carrying `--bulk` firing alerts for as many guests: the time until the reply
 (every alert durably recorded) and until every alert has its decision (the webhook's
 `vmhealth_remediation_actions_total` counts them). Twice: with the kill switch (`enabled: false`:
-decided without any Proxmox call) and in dry-run (every check including the Proxmox reads, no action).
+decided without any Proxmox call) and in dry-run (every check including the Proxmox reads and the
+guest-agent ping, which these healthy guests answer, no action).
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def post(url: str, body: dict[str, Any]) -> float:
 def reset_latency(sim: RunningSimulator, url: str, vmids: list[int]) -> dict[str, Any]:
     latencies, replies = [], []
     for vmid in vmids:
+        sim.hang(vmid)  # a healthy guest's guest agent answers, and the webhook rightly refuses
         sent = time.time()
         replies.append(post(url, notification(sim.cluster_name, [vmid], "2026-01-01T00:00:00Z")))
         task = wait_for(lambda v=vmid: sim.resets(v), 60, f"the reset of guest {vmid}", 0.01)[0]

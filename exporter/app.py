@@ -49,7 +49,9 @@ class Exporter:
         self.store.load(restored)
         if restored:
             log.info("restored last-seen state of %d guests", len(restored))
-        self.pollers = {c.name: ClusterPoller(c, self.store, config) for c in config.clusters}
+        idle = self.db.load_idle()
+        self.pollers = {c.name: ClusterPoller(c, self.store, config, self.db, idle.get(c.name))
+                        for c in config.clusters}
         self.write_behind = WriteBehind(self.store, self.db, config.exporter.flush_interval)
         self.reports: Counter[str] = Counter()
         self.page = Page(config)

@@ -3,7 +3,10 @@
 healthy / warning / down follow the original monitor: down when the last heartbeat is older than
 the stale timeout (or there never was one), warning when CPU, memory or disk use is above its
 threshold. `hung` mirrors the `VMHung` rule: down, while Proxmox says the guest runs, unlocked and
-not paused, on an online node of a reachable cluster, and monitored.
+not paused, on an online node of a reachable cluster, and monitored, and Proxmox has seen it I/O-idle
+for `thresholds.io_window` (no counters: no evidence, not hung). The rules' mass-loss hold
+(`cluster:vmhealth_heartbeats_lost:bool`) needs each guest's own heartbeat interval, which only
+Prometheus has, so it is not applied here.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def classify(
         heartbeat is not None and is_down and guest is not None and guest.running and not guest.lock
         and monitored and cluster.up and snapshot is not None and snapshot.nodes.get(guest.node, False)
         and guest.vmid not in cluster.paused
+        and guest.io_last_active is not None and now - guest.io_last_active >= thresholds.io_window
     )
     state = "down" if is_down else "warning" if is_warning else "healthy"
     return Health(state=state, is_down=is_down, is_warning=is_warning, hung=bool(hung))

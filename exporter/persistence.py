@@ -3,7 +3,8 @@
 An exporter restart must neither forget a guest that was already silent (its old heartbeat time
 comes back) nor invent silence for one that is fine (at most `flush_interval` of heartbeat time is
 lost, far below any sane stale timeout). Writes are one upsert batch per flush; a failed write keeps
-the changes for the next flush, and the final flush runs at shutdown.
+the changes for the next flush, and the final flush runs at shutdown. The guests' idle spells
+(`poller.IoActivity`) are written by the pollers, once per spell, for the same reason.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from sqlalchemy import Engine, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from vmhealth.db import make_engine, upgrade
+from vmhealth.exporter.poller import IdleRecord
 from vmhealth.exporter.state import Disk, GuestKey, Heartbeat, Store
-from vmhealth.models.exporter import GuestState
+from vmhealth.models.exporter import GuestIdle, GuestState
 
 log = logging.getLogger(__name__)
 _REPORT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat) if f.name not in ("received", "hostname", "node")]
@@ -74,6 +76,32 @@ class StateStore:
             if removed:
                 connection.execute(delete(GuestState).where(
                     tuple_(GuestState.cluster, GuestState.vmid).in_(list(removed))))
+
+    def load_idle(self) -> dict[str, dict[int, IdleRecord]]:
+        """cluster -> vmid -> the guest's last stored idle spell."""
+        out: dict[str, dict[int, IdleRecord]] = {}
+        with Session(self.engine) as session:
+            for row in session.scalars(select(GuestIdle)):
+                out.setdefault(row.cluster, {})[row.vmid] = IdleRecord(row.seen_at, row.io_bytes, row.node,
+                                                                        row.idle_since)
+        return out
+
+    def write_idle(self, cluster: str, records: dict[int, IdleRecord]) -> None:
+        """Upsert the idle spells of one cluster's guests (a row per guest, replaced by its next spell)."""
+        rows = [{"cluster": cluster, "vmid": vmid, "node": r.node, "io_bytes": float(r.total), "seen_at": r.at,
+                 "idle_since": r.last_active} for vmid, r in records.items()]
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(GuestIdle)
+        statement = statement.on_conflict_do_update(
+            index_elements=["cluster", "vmid"],
+            set_={name: statement.excluded[name] for name in ("node", "io_bytes", "seen_at", "idle_since")})
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -14,11 +14,15 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vmhealth.exporter.state import Amount, PveGuest, Snapshot, Store
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
+
+if TYPE_CHECKING:
+    from vmhealth.exporter.persistence import StateStore
 
 log = logging.getLogger(__name__)
 UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)
@@ -26,11 +30,17 @@ UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale time
 ACTIVITY_FIELDS = ("uptime", "cpu", "diskread", "diskwrite", "netin", "netout")
 
 
-class _Seen(NamedTuple):
+class IdleRecord(NamedTuple):
+    """What the exporter knows of a guest's I/O at one poll; kept in the database while it is idle."""
+
     at: float  # poll time
     total: Amount  # diskwrite + netout
     node: str
     last_active: float
+
+
+# A comparison with a look older than this tells nothing: a guest may have been busy in between.
+RESTORE_WITHIN = 300.0
 
 
 class IoActivity:
@@ -38,34 +48,49 @@ class IoActivity:
 
     Proxmox's counters say how much a guest wrote to disk and sent on the network since its process
     started, not when. A guest counts as active at a poll when it is seen for the first time (or
-    again, after it was not running or its counters were missing), when the sum of the two went
-    backwards (restart) or its node changed (migration), or when the sum grew by more than
-    `idle_bytes_per_second` times the seconds since the previous poll. So a guest only reads as idle
-    after two consecutive polls showing (almost) no growth. Only guests listed in the last poll are
-    kept. Nothing is persisted: after an exporter restart every guest is active at first sight, which
-    delays an idle verdict by one io_window and never hastens a reset.
+    again, after it was not running or its counters were missing, or after more than
+    `RESTORE_WITHIN` seconds), when the sum of the two went backwards (restart) or its node changed
+    (migration), or when the sum grew by more than `idle_bytes_per_second` times the seconds since
+    the previous poll. So a guest only reads as idle after two consecutive polls showing (almost) no
+    growth. Only guests listed in the last poll are kept.
+
+    A guest that turns idle is handed out once by `to_store()`, so that an exporter restart does not
+    make a hung guest look active again (which would resolve its alert while its reset runs): the
+    records given to the constructor are compared with the first poll like a previous poll.
     """
 
-    def __init__(self, idle_bytes_per_second: float):
+    def __init__(self, idle_bytes_per_second: float, restored: dict[int, IdleRecord] | None = None):
         self.idle_bytes_per_second = idle_bytes_per_second
-        self._seen: dict[int, _Seen] = {}
+        self._seen: dict[int, IdleRecord] = dict(restored or {})
+        self._stored: set[int] = set(self._seen)  # guests whose current idle spell is in the database
         self._lock = threading.Lock()
 
     def update(self, observed: dict[int, tuple[str, Amount]], now: float) -> dict[int, float]:
         """vmid -> last active time, from this poll's (node, diskwrite + netout) of the running guests
         that have both counters; every other guest is forgotten."""
         with self._lock:
-            seen: dict[int, _Seen] = {}
+            seen: dict[int, IdleRecord] = {}
             for vmid, (node, total) in observed.items():
                 prev = self._seen.get(vmid)
-                if prev is None or node != prev.node or total < prev.total \
+                if prev is None or node != prev.node or total < prev.total or now - prev.at > RESTORE_WITHIN \
                         or total - prev.total > self.idle_bytes_per_second * (now - prev.at):
                     last_active = now
+                    self._stored.discard(vmid)
                 else:
                     last_active = prev.last_active
-                seen[vmid] = _Seen(now, total, node, last_active)
+                seen[vmid] = IdleRecord(now, total, node, last_active)
             self._seen = seen
+            self._stored &= set(seen)
         return {vmid: entry.last_active for vmid, entry in seen.items()}
+
+    def to_store(self) -> dict[int, IdleRecord]:
+        """The guests that turned idle since they were last stored (idle: not active at the last poll)."""
+        with self._lock:
+            return {vmid: r for vmid, r in self._seen.items() if r.last_active < r.at and vmid not in self._stored}
+
+    def stored(self, vmids: Iterable[int]) -> None:
+        with self._lock:
+            self._stored.update(vmid for vmid in vmids if vmid in self._seen)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -132,7 +157,8 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
 class ClusterPoller:
     """Polls one cluster into the store."""
 
-    def __init__(self, cluster: SimpleNamespace, store: Store, config: SimpleNamespace):
+    def __init__(self, cluster: SimpleNamespace, store: Store, config: SimpleNamespace,
+                 idle_db: StateStore | None = None, restored: dict[int, IdleRecord] | None = None):
         self.cluster = cluster
         self.name: str = cluster.name
         self.store = store
@@ -140,7 +166,8 @@ class ClusterPoller:
         self.stale_timeout: float = config.thresholds.stale_timeout
         self.status_checks: int = config.exporter.status_checks_per_poll
         self.uuid_lookups: int = config.exporter.uuid_lookups_per_poll
-        self.io = IoActivity(config.thresholds.io_idle_bytes_per_second)
+        self.io = IoActivity(config.thresholds.io_idle_bytes_per_second, restored)
+        self.idle_db = idle_db
         self._was_up: bool | None = None
 
     def poll(self) -> bool:
@@ -156,6 +183,7 @@ class ClusterPoller:
             log.exception("cluster %s: unexpected poll error", self.name)
             return self._failed(f"{type(exc).__name__}: {exc}", started)
         self.store.apply_snapshot(self.name, snapshot, time.monotonic() - started)
+        self._store_idle()
         if self._was_up is not True:
             log.info("cluster %s: Proxmox reachable, %d guests on %d nodes",
                      self.name, len(snapshot.guests), len(snapshot.nodes))
@@ -176,6 +204,18 @@ class ClusterPoller:
             log.debug("cluster %s: poll failed again: %s", self.name, error)
         self._was_up = False
         return False
+
+    def _store_idle(self) -> None:
+        """Write the guests that turned idle; a failed write is tried again at the next poll."""
+        records = self.io.to_store()
+        if not records or self.idle_db is None:
+            return
+        try:
+            self.idle_db.write_idle(self.name, records)
+        except Exception as exc:
+            log.warning("cluster %s: cannot store the I/O state of %d idle guests: %s", self.name, len(records), exc)
+            return
+        self.io.stored(records)
 
     def _check_silent_guests(self, snapshot: Snapshot) -> None:
         """Read qmpstatus of running QEMU guests whose heartbeat is half-way to stale (bounded per poll).

@@ -17,7 +17,7 @@ from tests.exporter_fixtures import PVE, cluster_status, exporter_config, resour
 from vmhealth.config import ConfigError, load
 from vmhealth.exporter.app import create_app
 from vmhealth.exporter.exposition import Page
-from vmhealth.exporter.poller import IoActivity, snapshot_from
+from vmhealth.exporter.poller import RESTORE_WITHIN, IdleRecord, IoActivity, snapshot_from
 from vmhealth.exporter.state import Store
 
 BASE = "cluster=lab,node=pve1,vmid=100"
@@ -183,8 +183,8 @@ def test_config_series_defaults(app):
 class Polls:
     """Successive polls of one cluster at chosen times, with a 100 B/s idle threshold."""
 
-    def __init__(self) -> None:
-        self.io = IoActivity(100)
+    def __init__(self, restored: dict[int, IdleRecord] | None = None) -> None:
+        self.io = IoActivity(100, restored)
 
     def __call__(self, at: float, *guests: dict) -> dict[int, float | None]:
         snapshot = snapshot_from(list(guests), NODES, at, self.io)
@@ -260,6 +260,68 @@ def test_state_is_kept_only_for_guests_listed():
     polls(1010.0, io(5000))
     assert len(polls.io) == 1, "101 is no longer listed, 102 does not run"
     assert polls(1020.0, io(5000), io(5000, vmid=101)) == {100: 1000.0, 101: 1020.0}, "101 is seen anew"
+
+
+# --- across an exporter restart -------------------------------------------------------------------
+
+
+def test_a_guest_turning_idle_is_handed_out_once_to_be_stored():
+    polls = Polls()
+    polls(1000.0, io(5000), io(9000, vmid=101))
+    assert polls.io.to_store() == {}, "first sight is activity"
+    polls(1010.0, io(5000), io(99_000, vmid=101))
+    assert polls.io.to_store() == {100: IdleRecord(1010.0, 5000, "pve1", 1000.0)}, "101 is active"
+    polls.io.stored([100])
+    polls(1020.0, io(5000), io(99_000, vmid=101))
+    assert polls.io.to_store() == {101: IdleRecord(1020.0, 99_000, "pve1", 1010.0)}, "100 is stored already"
+    polls.io.stored([101])
+    polls(1030.0, io(50_000), io(99_000, vmid=101))
+    polls(1040.0, io(50_000), io(99_000, vmid=101))
+    assert polls.io.to_store() == {100: IdleRecord(1040.0, 50_000, "pve1", 1030.0)}, "a new idle spell of 100"
+
+
+def test_a_restored_idle_guest_stays_idle_since_its_old_time():
+    restored = {100: IdleRecord(1000.0, 5000, "pve1", 900.0)}
+    polls = Polls(restored)
+    assert polls(1030.0, io(5000)) == {100: 900.0}
+    assert polls.io.to_store() == {}, "what was restored is in the database already"
+
+
+@pytest.mark.parametrize(("guest_now", "why"), [
+    (io(9000), "it wrote 4000 B in 30 s, over 100 B/s"),
+    (io(4000), "its counters went back: a new QEMU process"),
+    (io(5000, node="pve2"), "it moved to another node"),
+])
+def test_a_restored_guest_that_changed_is_active(guest_now, why):
+    polls = Polls({100: IdleRecord(1000.0, 5000, "pve1", 900.0)})
+    assert polls(1030.0, guest_now) == {100: 1030.0}, why
+
+
+def test_a_restored_record_older_than_the_restore_window_tells_nothing():
+    polls = Polls({100: IdleRecord(1000.0, 5000, "pve1", 900.0)})
+    assert polls(1000.0 + RESTORE_WITHIN + 1, io(5000)) == {100: 1000.0 + RESTORE_WITHIN + 1}
+
+
+def test_an_exporter_restart_keeps_an_idle_guest_idle(tmp_path):
+    """Two exporters one after the other on one database: the second judges the guest idle since the
+    time the first saw it last active, not since its own first poll; a busy guest is active at once."""
+    config = exporter_config(tmp_path)
+    first = create_app(config, start=False)
+    try:
+        seen = samples(poll(first, [io(5000, 100), io(1, vmid=101)]))
+        time.sleep(0.1)
+        poll(first, [io(5000, 100), io(1, vmid=101)])  # no growth: both turn idle, and are stored
+    finally:
+        first.extensions["vmhealth_exporter"].db.close()
+    time.sleep(0.1)
+    second = create_app(config, start=False)
+    try:
+        started = time.time()
+        page = samples(poll(second, [io(5000, 100), io(10_000_000, vmid=101)]))
+    finally:
+        second.extensions["vmhealth_exporter"].db.close()
+    assert page[f"{LAST_ACTIVE}{{{BASE}}}"] == seen[f"{LAST_ACTIVE}{{{BASE}}}"]
+    assert page[f"{LAST_ACTIVE}{{cluster=lab,node=pve1,vmid=101}}"] >= round(started, 3), "101 wrote 10 MB"
 
 
 def test_each_cluster_has_its_own_activity(tmp_path):

@@ -68,7 +68,8 @@ def firing_since(stack: Stack, since: float) -> set[tuple[str, str]]:
     return {(r["metric"]["alertname"], r["metric"].get("vmid", "")) for r in result}
 
 
-def assert_one_reset_and_quiet(stack: Stack, vmid: int, start: float, judged_hung: bool = True) -> dict[str, Any]:
+def assert_one_reset_and_quiet(stack: Stack, vmid: int, start: float, judged_hung: bool = True,
+                               may_fire: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """The guest was reset exactly once with a successful history row; no other guest was alerted on
     or reset; and (`judged_hung`) no other guest was ever judged hung by the recording rule."""
     wait_for(lambda: history(stack, vmid, "resolved"), 90, f"the incident of guest {vmid} to resolve")
@@ -83,7 +84,8 @@ def assert_one_reset_and_quiet(stack: Stack, vmid: int, start: float, judged_hun
     if judged_hung:
         assert hung == {vmid}, describe(stack)
     firing = firing_since(stack, start)
-    assert firing <= {("VMHung", str(vmid)), ("VMHeartbeatStale", str(vmid))}, firing
+    assert firing - {(name, "") for name in may_fire} <= {("VMHung", str(vmid)), ("VMHeartbeatStale", str(vmid))}, \
+        firing
     print(f"\nobserved: resets {len(tasks)} ({tasks[0]['upid']}), attempt rows {len(attempts)} "
           f"({attempts[0]['outcome']}), firing alerts {sorted(firing)}, judged hung at some evaluation: "
           f"{len(hung)} guest(s)")
@@ -160,8 +162,9 @@ def test_prometheus_killed_while_a_guest_is_hung(stack: Stack) -> None:
     print(f"\nPrometheus down for {time.monotonic() - down:.1f}s")
     wait_for_reset(stack, vmid, start, bound + 30)
     # Its first evaluations after the restart may run before the first scrape, on heartbeat samples older
-    # than the stale timeout: the hung recording may blink for every guest, but no `for:` lets it fire.
-    assert_one_reset_and_quiet(stack, vmid, start, judged_hung=False)
+    # than the silent threshold: every guest looks silent at once, which is a mass heartbeat loss (and is
+    # one: Prometheus saw nothing). It holds VMHung; it may fire, and resets nothing.
+    assert_one_reset_and_quiet(stack, vmid, start, judged_hung=False, may_fire={"VMHealthMassHeartbeatLoss"})
 
 
 def test_alertmanager_killed_when_the_alert_fires(stack: Stack) -> None:

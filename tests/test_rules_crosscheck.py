@@ -1,10 +1,11 @@
 """The Prometheus rules and the exporter's GET /api/vms agree on every guest's health.
 
 One scenario: the Proxmox simulator (a real HTTPS server) with guests that are healthy, above each
-threshold, hung, locked, paused, stopped, ignored, never reporting, on an offline node, and one guest
-Proxmox does not list. The exporter polls it and receives heartbeats; its clock is set to small
-numbers because `time()` starts at 0 in `promtool test rules`. Its /metrics page becomes the input
-series of a promtool test whose expectations are the exporter's own /api/vms answer.
+threshold, hung (silent and I/O-idle), locked, paused, stopped, ignored, never reporting, on an
+offline node, and one guest Proxmox does not list. The exporter polls it and receives heartbeats;
+its clock is set to small numbers because `time()` starts at 0 in `promtool test rules`. Its
+/metrics page becomes the input series of a promtool test whose expectations are the exporter's own
+/api/vms answer.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         sim.stop_guest(roles["stopped"])
         sim.set_tags(roles["ignored"], "vmhealth-ignore")
         sim.node_offline("pve3")
+        sim.hang(roles["hung"])
+        sim.hang(roles["lxc_hung"])
+        clock.now = FRESH_AT - 10  # a poll that starts the hung guests' idle spell (io_window is 60s)
+        exporter.poll_all()
         clock.now = FRESH_AT
         post(report(roles["healthy"]))
         post(report(roles["cpu"], cpu=75))

@@ -61,7 +61,7 @@ def exporter(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     config = {
         "clusters": [sim.cluster_config(role="audit")],
-        "thresholds": {"stale_timeout": "3s"},
+        "thresholds": {"stale_timeout": "3s", "io_window": "2s"},
         "exporter": {"listen": f"127.0.0.1:{port}", "poll_interval": "1s", "api_key": API_KEY,
                      "database_url": f"sqlite:///{tmp_path}/exporter.db", "threads": 2},
     }
@@ -120,7 +120,8 @@ def heartbeat(exporter: str, vmid: int) -> None:
 
 def test_rules_in_prometheus(sim: RunningSimulator, exporter: str, prometheus: str) -> None:
     nodes = {vmid: sim.guest(vmid)["node"] for vmid in (100, 101, 102)}
-    heartbeat(exporter, 101)  # then silent: stale after 3s, and hung
+    heartbeat(exporter, 101)  # then frozen: silent, stale after 3s, I/O-idle after 2s, and hung
+    sim.hang(101)
 
     def health() -> dict[tuple[str, ...], float] | None:
         heartbeat(exporter, 100)  # keeps reporting

@@ -188,8 +188,8 @@ def hang_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float, sta
     name = stack.sim.guest(vmid)["name"]
     timeline.begin(f"Scenario 1: guest {vmid} ({name}) hangs; vmhealth resets it")
     stack.sim.hang(vmid)
-    timeline.line("hang", f"guest {vmid} hangs: Proxmox still says running, its agent goes silent "
-                          f"(vmhealth sim ctl hang {vmid})")
+    timeline.line("hang", f"guest {vmid} hangs: Proxmox still says running, but no heartbeat, disk write or "
+                          f"network packet comes out of it (vmhealth sim ctl hang {vmid})")
     hung_at = time.time()
     interval = stack.settings.agent_interval
     pending, firing = _alert_state("VMHung", ("pending", "firing")), _alert_state("VMHung", ("firing",))
@@ -206,7 +206,7 @@ def hang_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float, sta
             return None
         row = rows[0]
         return (f"webhook decision: {row['action']} guest {vmid} on {row['node']} (attempt {row['attempt']} "
-                f"of {MAX_ATTEMPTS}; running, unlocked, node online, quorate)")
+                f"of {MAX_ATTEMPTS}; {_evidence_words(row.get('evidence') or {})})")
 
     def reset_done(o: Observation) -> str | None:
         rows = [r for r in o.attempts() if r["outcome"] != "pending"]
@@ -235,6 +235,16 @@ def hang_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float, sta
              and "webhook: incident closed (Alertmanager sent the resolved notification)"),
     ]
     follow(stack, vmid, timeline_steps, timeline, timeout)
+
+
+def _evidence_words(evidence: dict[str, Any]) -> str:
+    """The history row's evidence, as the demo's timeline says it."""
+    words = ["running, unlocked, node online, quorate"]
+    if isinstance(evidence.get("io_idle_seconds"), int | float):
+        words.append(f"no I/O for {evidence['io_idle_seconds']:.0f}s")
+    if evidence.get("guest_agent"):
+        words.append(f"guest agent {evidence['guest_agent']}")
+    return ", ".join(words)
 
 
 def stuck_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: float) -> None:
@@ -302,7 +312,7 @@ def agent_dead_scenario(stack: Any, vmid: int, timeline: Timeline, timeout: floa
         if time.time() - silent_since[0] < quiet:
             return None
         return (f"no reset: VMHung never fired, because a guest that does I/O is not hung; the webhook's history "
-                f"for guest {vmid} is empty after {quiet:g}s more")
+                f"for guest {vmid} is empty after {quiet:.0f}s more")
 
     def heartbeat_back(o: Observation) -> str | None:
         never_reset(o)
