@@ -101,6 +101,9 @@ def _amount(item: dict[str, Any], key: str, vmid: int) -> Amount | None:
     value = item.get(key)
     if value is None:
         return None
+    kind = type(value)  # the common case first: 6 fields x every guest x every poll
+    if (kind is int and value >= 0) or (kind is float and 0 <= value < math.inf):
+        return value
     if isinstance(value, str):
         with contextlib.suppress(ValueError):  # a string that is no number stays a string: left out below
             value = int(value) if value.strip().isdigit() else float(value)
