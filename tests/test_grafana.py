@@ -274,7 +274,7 @@ def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> No
     _wait(lambda: len(stack.query('cluster_vmid:vmhealth_guest_health:state{health="healthy"}')) == 10, 60,
           "every guest to report")
     guests = {int(s["metric"]["vmid"]): s["metric"]["node"] for s in stack.query("vmhealth_guest_info")}
-    reset_vmid, failing_vmid = sorted(guests)[:2]
+    reset_vmid, failing_vmid, silent_vmid = sorted(guests)[:3]
 
     # the guest that hangs had an agent that reports network counters, load and an extra mount
     stack.sim.hang(reset_vmid)
@@ -284,6 +284,7 @@ def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> No
         assert reply.status_code == 200, reply.text
         time.sleep(2.5)
     stack.sim.stuck(failing_vmid)  # hung, and its reset times out: quarantined after one attempt
+    stack.sim.agent_dead(silent_vmid)  # its agent dies, the guest works on: VMAgentSilent, never a reset
 
     _wait(lambda: any(row["outcome"] == "success" for row in stack.resets(reset_vmid)), 120,
           f"guest {reset_vmid} to be reset")
@@ -291,6 +292,8 @@ def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> No
           f"guest {failing_vmid} to be quarantined")
     _wait(lambda: stack.query(f'ALERTS{{alertname="VMResetFailed", alertstate="firing", vmid="{failing_vmid}"}}'),
           60, "VMResetFailed to fire")
+    _wait(lambda: stack.query(f'ALERTS{{alertname="VMAgentSilent", alertstate="firing", vmid="{silent_vmid}"}}'),
+          60, "VMAgentSilent to fire")
 
     # Grafana derives $__interval and $__rate_interval from the datasource's timeInterval (15s as provisioned)
     prometheus_source = next(s for s in PROVISIONED["datasources"] if s["type"] == PROMETHEUS_TYPE)
@@ -320,5 +323,8 @@ def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> No
     assert [s["metric"]["vmid"] for s in quarantined] == [str(failing_vmid)]
     guest_rows = results["vmhealth-fleet: panel 'Guests' target A"]
     assert len(guest_rows) == 10
+    silent = results["vmhealth-fleet: panel 'Agent silent, guest working (VMAgentSilent)' target A"]
+    assert [s["metric"]["vmid"] for s in silent] == [str(silent_vmid)]
+    assert not stack.sim.resets(silent_vmid)
     resets = results["vmhealth-guest: annotation 'Resets'"]
     assert "success" in [row.tags for row in resets], resets
