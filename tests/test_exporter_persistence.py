@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import responses
 
@@ -18,12 +20,18 @@ def database_url(request, tmp_path):
 
 
 def start(tmp_path, url):
-    app = create_app(exporter_config(tmp_path, database_url=url), start=False)
+    # an I/O window short enough that a guest idle across two polls (or a restart) is hung at once
+    app = create_app(exporter_config(tmp_path, database_url=url, thresholds={"io_window": "100ms"}), start=False)
+    poll(app.extensions["vmhealth_exporter"])
+    return app, app.extensions["vmhealth_exporter"]
+
+
+def poll(exporter):
+    """One poll of a cluster whose guests' counters never change."""
     with responses.RequestsMock() as rsps:
         rsps.get(f"{PVE}/cluster/resources", json={"data": [resource(100), resource(101)]})
         rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True})})
-        app.extensions["vmhealth_exporter"].poll_all()
-    return app, app.extensions["vmhealth_exporter"]
+        exporter.poll_all()
 
 
 def test_restart_keeps_silence_and_health(tmp_path, database_url):
@@ -33,6 +41,8 @@ def test_restart_keeps_silence_and_health(tmp_path, database_url):
     assert app.test_client().post("/api/health/report", json=report(101, hostname="fine"),
                                   headers={"X-API-Key": API_KEY}).status_code == 200
     fresh = exporter.store.heartbeats[("lab", 101)].received
+    time.sleep(0.2)  # longer than the I/O window
+    poll(exporter)  # no I/O since the first poll: both guests' idle spells are stored
     exporter.stop()  # the final flush
 
     app2, exporter2 = start(tmp_path, database_url)
@@ -42,6 +52,7 @@ def test_restart_keeps_silence_and_health(tmp_path, database_url):
     assert restored[("lab", 101)].received == pytest.approx(fresh), "a fine guest is not made silent"
     assert restored[("lab", 101)].mem_total == 4096 * 2**20
     rows = {r["vmid"]: r for r in app2.test_client().get("/api/vms").json}
+    # silent, and idle since the first exporter's first poll (not active at this one's first sight)
     assert rows["100"]["isDown"] is True and rows["100"]["hung"] is True
     assert rows["101"]["health"] == "healthy"
     exporter2.stop()
