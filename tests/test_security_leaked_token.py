@@ -1,7 +1,8 @@
 """A leaked Alertmanager token, with the default policy: forged alerts cannot reset more guests than
 the limits docs/security.md states. Flooding more than 30% of a cluster's guests at once opens the
 circuit breaker (no reset at all); staying under it, the attacker gets at most
-`max_actions_per_hour` (10) resets per hour and one per guest until its cooldown passes.
+`max_actions_per_hour` (10) resets per hour and one per guest until its cooldown passes; and a guest
+whose QEMU guest agent answers is not reset at all.
 
 Cost: about 15 s (`vmhealth webhook` as a real process, a 60-guest simulator).
 """
@@ -82,8 +83,19 @@ def test_forged_alerts_stay_within_the_limits(stack: tuple[RunningSimulator, Ser
     send(webhook, forged(many, status="resolved"))
     wait_for(lambda: settled(webhook, many, {"resolved"}), 60, "the forged alerts to resolve")
 
-    # 2. Under the breaker: 15 guests (25%), sent again and again with fresh fingerprints.
+    # 2. Guests with a QEMU guest agent answer its ping: forged alerts for them reset nothing.
+    pinged = list(range(130, 135))
+    send(webhook, forged(pinged, tag="ga"))
+    wait_for(lambda: settled(webhook, pinged, {"skipped:guest-agent-alive"}), 60, "the decisions on 5 forged alerts")
+    assert sim.resets() == []
+    send(webhook, forged(pinged, status="resolved", tag="ga"))
+    wait_for(lambda: settled(webhook, pinged, {"resolved"}), 60, "those forged alerts to resolve")
+
+    # 3. Under the breaker, for guests without a guest agent (the ping is no evidence): 15 guests (25%),
+    # sent again and again with fresh fingerprints.
     few = list(range(100, 115))
+    for vmid in few:
+        sim.set_guest_agent(vmid, "none")
     for round_ in range(4):
         send(webhook, forged(few, tag=f"r{round_}-{uuid.uuid4().hex[:6]}"))
     wait_for(lambda: settled(webhook, few, {"success", "skipped:rate-limited"}), 90, "the decisions on the flood")

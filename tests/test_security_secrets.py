@@ -123,6 +123,8 @@ def provoke_exporter(url: str, sim: Any, per_vm_key: str, seen: list[str]) -> No
 
 
 def provoke_webhook(url: str, sim: Any, seen: list[str]) -> None:
+    for vmid in (101, 103):  # really hung: a working guest's QEMU guest agent answers, and nothing is reset
+        sim.hang(vmid)
     alert = {"version": "4", "status": "firing", "alerts": [
         {"status": "firing", "fingerprint": "fp101", "startsAt": "2026-01-01T00:00:00Z",
          "labels": {"alertname": "VMHung", "action": "reset", "cluster": "sim", "vmid": "101"}}]}
