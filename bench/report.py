@@ -232,7 +232,7 @@ def _webhook(data: dict[str, Any], profiles: Path) -> list[str]:
                    f"{_f(row['decided_s'], 2)} | {row['proxmox_calls']:,} | "
                    f"{_verdict(row['decided_s'] < 2, _f(row['decided_s'] - 2, 2) + ' s over')} |")
     out += ["", "The kill-switch row decides without a Proxmox call (the goal's \"Proxmox calls excluded\"); the "
-            "dry-run row runs every check including three Proxmox reads per alert, with "
+            "dry-run row runs every check including three Proxmox reads and the guest-agent ping per alert, with "
             "`max_concurrent_actions` at its default of 2, and is shown for scale."]
     kill = next((row for row in data["bulk"] if row["mode"] == "kill switch"), None)
     if kill:
