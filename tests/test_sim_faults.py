@@ -194,3 +194,57 @@ def test_tags_show_in_resources_and_config(sim: RunningSimulator) -> None:
     sim.set_tags(105, "prod;vmhealth-ignore")
     assert next(r for r in get(sim, "cluster/resources?type=vm") if r["vmid"] == 105)["tags"] == "prod;vmhealth-ignore"
     assert get(sim, "nodes/pve3/qemu/105/config")["tags"] == "prod;vmhealth-ignore"
+
+
+def io_of(sim: RunningSimulator, vmid: int) -> tuple[int, int]:
+    """diskwrite + netout of a guest in /cluster/resources, and its uptime."""
+    [entry] = [g for g in get(sim, "cluster/resources?type=vm") if g["vmid"] == vmid]
+    return entry["diskwrite"] + entry["netout"], entry["uptime"]
+
+
+def test_a_hung_guest_s_counters_stop_and_a_reset_keeps_them(sim: RunningSimulator) -> None:
+    first, _ = io_of(sim, 100)
+    time.sleep(1.1)  # /cluster/resources is rendered once per second
+    grown, _ = io_of(sim, 100)
+    assert grown > first, "a running guest writes and sends"
+    sim.hang(100)
+    frozen, _ = io_of(sim, 100)
+    time.sleep(1.1)  # /cluster/resources is rendered once per second
+    assert io_of(sim, 100)[0] == frozen, "a hung guest writes and sends nothing"
+    assert run_task(sim, "pve1", "qemu", 100, "reset")["exitstatus"] == "OK"
+    time.sleep(1.1)  # /cluster/resources is rendered once per second
+    assert io_of(sim, 100)[0] > frozen, "the same QEMU process goes on counting after a reset"
+
+
+def test_agent_dead_stops_heartbeats_only(sim: RunningSimulator) -> None:
+    state = sim.agent_dead(101)
+    assert state["agent_silenced"] and state["io_active"] and state["guest_agent_answers"]
+    before, _ = io_of(sim, 101)
+    time.sleep(1.1)  # /cluster/resources is rendered once per second
+    assert io_of(sim, 101)[0] > before
+    assert call(sim, "POST", "nodes/pve2/qemu/101/agent/ping").status_code == 200
+    assert not sim.agent_alive(101)["agent_silenced"]
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ("none", "No QEMU guest agent configured\n"),
+    ("not-running", "QEMU guest agent is not running\n"),
+])
+def test_guest_agent_states_answer_the_ping_as_proxmox_does(sim: RunningSimulator, state: str, message: str) -> None:
+    sim.set_guest_agent(102, state)
+    ping = call(sim, "POST", "nodes/pve3/qemu/102/agent/ping")
+    assert (ping.status_code, ping.json()["message"]) == (500, message)
+    current = get(sim, "nodes/pve3/qemu/102/status/current")
+    assert ("agent" in current) == (state != "none")
+    sim.heal()
+    assert sim.guest(102)["guest_agent"] == ("none" if state == "none" else "running")
+
+
+def test_bad_guest_agent_values_are_refused_and_change_nothing(sim: RunningSimulator) -> None:
+    with pytest.raises(ControlError, match="state must be one of none, running, not-running"):
+        sim.set_guest_agent(102, "asleep")
+    lxc = next(g["vmid"] for g in get(sim, "cluster/resources?type=vm") if g["type"] == "lxc")
+    with pytest.raises(ControlError, match="is a container: it has no QEMU guest agent"):
+        sim.set_guest_agent(lxc, "running")
+    assert sim.guest(102)["guest_agent"] == "running"
+    assert call(sim, "POST", "nodes/pve3/qemu/102/agent/ping").status_code == 200
