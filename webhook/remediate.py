@@ -64,8 +64,7 @@ class Remediator:
         self.settle = settle
         self.lease = float(config.webhook.claim_lease)
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
-        idle_rate = getattr(getattr(config, "thresholds", None), "io_idle_bytes_per_second", None)
-        self.io_idle_rate = 1024.0 if idle_rate is None else float(idle_rate)
+        self.io_idle_rate = float(config.thresholds.io_idle_bytes_per_second)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
 
