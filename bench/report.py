@@ -49,7 +49,17 @@ def headline(name: str, result: dict[str, Any]) -> str:
     if name == "detection_latency":
         wrongful = f", {result['wrongful_resets']} wrongful resets" if "wrongful_resets" in result else ""
         return f"median {_f(result['median_s'])} s, slowest {_f(result['max_s'])} s at 1/{result['scale']:g}{wrongful}"
+    if name == "slow_clients":
+        return f"slowest answer {_f(max(r['max_ms'] for r in result['rows']))} ms under {result['connections']} " \
+            "hostile connections"
     return ""
+
+
+def _replaced(rerun: dict[str, Any]) -> str:
+    replaced = rerun.get("replaced") or {}
+    added = [name for name in rerun["only"] if name not in replaced]
+    text = ", which had measured: " + "; ".join(f"{k}: {v}" for k, v in replaced.items()) if replaced else ""
+    return text + (f"; {', '.join(added)} was new then" if added else "")
 
 
 def _header(data: dict[str, Any]) -> list[str]:
@@ -75,8 +85,8 @@ def _header(data: dict[str, Any]) -> list[str]:
         "then inflated, the ratios much less, since both sides ran alternately under the same load.",
         *[f"- **Re-run later:** `python bench/run_all.py --only {','.join(r['only'])}` at {r['date']} "
           f"(load average {r['load_before']} before, {r['load_after']} after); the other tables are from the "
-          "run above, which had measured: " + "; ".join(f"{k}: {v}" for k, v in r.get("replaced", {}).items())
-          + "." + (f" {r['note']}" if r.get("note") else "") for r in data.get("reruns", [])],
+          "run above" + _replaced(r) + "." + (f" {r['note']}" if r.get("note") else "")
+          for r in data.get("reruns", [])],
         "",
     ]
 
@@ -297,8 +307,31 @@ def _detection(data: dict[str, Any], _: Path) -> list[str]:
     return out
 
 
+def _slow_clients(data: dict[str, Any], _: Path) -> list[str]:
+    out = ["## 6. One hostile address: slow and idle connections", "",
+           "`bench/slow_clients.py`. `vmhealth exporter` and `vmhealth webhook` with their default threads and "
+           f"limits. 127.0.0.2 holds {data['connections']} connections to the server, reopening any that are cut: "
+           "*trickle* sends a request line and then one byte every 2 s, *idle* sends nothing. Meanwhile 127.0.0.1 "
+           "sends, twice a second for "
+           f"{_f(data['seconds'], 0)} s per condition, a heartbeat (exporter) or an Alertmanager notification "
+           "(webhook), a scrape of `/metrics` and a `/healthz` probe. Before the worker read requests in its event "
+           "loop, 200 such connections left a heartbeat and `POST /alerts` unanswered for more than 120 s "
+           "(docs/security.md).", "",
+           "| server | 127.0.0.2 holds | request | median ms | p99 ms | max ms | p99 / quiet |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in data["rows"]:
+        held = "nothing" if row["condition"] == "quiet" else f"{data['connections']} {row['condition']}"
+        for name, stats in row["requests"].items():
+            out.append(f"| {row['target']} | {held} | {name} | {_f(stats['median_ms'])} | {_f(stats['p99_ms'])} | "
+                       f"{_f(stats['max_ms'])} | {_f(row['p99_ratio_to_quiet'][name], 2)} |")
+    slowest = max(r["max_ms"] for r in data["rows"])
+    out += ["", f"Slowest answer: {_f(slowest)} ms; goal ≤ {_f(1000 * data['goal_seconds'], 0)} ms: "
+            f"{_verdict(data['goal_met'], 'an answer took longer')}.", ""]
+    return out
+
+
 SECTIONS = {"scrape_cost": _scrape, "ingest_rate": _ingest, "agent_footprint": _agent,
-            "webhook_latency": _webhook, "detection_latency": _detection}
+            "webhook_latency": _webhook, "detection_latency": _detection, "slow_clients": _slow_clients}
 
 
 def render(data: dict[str, Any], profiles: Path) -> str:

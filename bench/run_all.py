@@ -34,6 +34,7 @@ SCRIPTS: dict[str, list[str]] = {
     "agent_footprint": [],
     "webhook_latency": ["--profile"],
     "detection_latency": [],
+    "slow_clients": [],
 }
 
 

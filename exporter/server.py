@@ -18,4 +18,4 @@ def stop_app(app: Any) -> None:
 def serve(config: SimpleNamespace) -> int:
     from vmhealth.exporter.app import create_app
 
-    return serve_app("exporter", config.exporter, lambda: create_app(config), stop_app)
+    return serve_app("exporter", config.exporter, lambda: create_app(config), stop_app, config.exporter.max_body_bytes)

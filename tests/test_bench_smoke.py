@@ -18,7 +18,7 @@ from tests.conftest import binary
 pytestmark = [pytest.mark.slow, pytest.mark.binaries]
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = ("scrape_cost", "ingest_rate", "agent_footprint", "webhook_latency", "detection_latency")
+SCRIPTS = ("scrape_cost", "ingest_rate", "agent_footprint", "webhook_latency", "detection_latency", "slow_clients")
 
 
 def positive(value: Any) -> bool:
@@ -93,6 +93,16 @@ def test_detection_latency_measured_a_reset(smoke: dict[str, Any]) -> None:
     assert positive(result["original_worst_s"]) and positive(result["design_worst_s"])
 
 
+def test_slow_clients_probed_both_servers_in_every_condition(smoke: dict[str, Any]) -> None:
+    rows = smoke["results"]["slow_clients"]["rows"]
+    assert {(r["target"], r["condition"]) for r in rows} == {
+        (t, c) for t in ("exporter", "webhook") for c in ("quiet", "trickle", "idle")}
+    for row in rows:
+        assert all(stats["n"] >= 1 and positive(stats["median_ms"]) for stats in row["requests"].values()), row
+        if row["condition"] != "quiet":
+            assert row["flood"]["opened"] >= 20, row
+
+
 def test_the_page_renders_from_the_results(smoke: dict[str, Any], tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
@@ -101,6 +111,6 @@ def test_the_page_renders_from_the_results(smoke: dict[str, Any], tmp_path: Path
         sys.path.remove(str(BENCH))
     page = render(smoke, tmp_path)
     for heading in ("## 1. Scrape cost", "## 2. Heartbeat ingest", "## 3. Agent footprint", "## 4. Webhook",
-                    "## 5. Detection latency", "## Reproduce"):
+                    "## 5. Detection latency", "## 6. One hostile address", "## Reproduce"):
         assert heading in page
     assert "nan" not in page.lower().split() and "**Machine:**" in page

@@ -160,6 +160,9 @@ SCHEMA = Section(
                 "monitor_tags": Key("strlist", [], doc="when set, only guests with one of these tags"),
                 "ignore_tags": Key("strlist", ["vmhealth-ignore"], doc="guests never monitored"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
+                "max_connections_per_address": Key(
+                    "int", 64, minimum=1, maximum=10000,
+                    doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
             }
         ),
         "webhook": Section(
@@ -169,6 +172,9 @@ SCHEMA = Section(
                 "admin_token": Key("str", None, secret=True, doc="manual reset / release"),
                 "database_url": Key("url", "sqlite:///vmhealth-webhook.db"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
+                "max_connections_per_address": Key(
+                    "int", 64, minimum=1, maximum=10000,
+                    doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
                 "claim_lease": Key("duration", "5m", doc="a claimed alert not finished by then is taken over"),
                 "policy": _policy_section(),
             }

@@ -12,20 +12,25 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vmhealth.gunicorn_worker import MAX_BODY_BYTES, MAX_CONNECTIONS_PER_ADDRESS, worker_class
+
 log = logging.getLogger(__name__)
 
 
-def gunicorn_settings(bind: str, threads: int, log_level: str = "info") -> dict[str, Any]:
+def gunicorn_settings(bind: str, threads: int, log_level: str = "info",
+                      max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+                      max_body_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The settings every vmhealth server uses: one process (state in memory), several threads.
 
     The limits bound what one client can hold: a request line of 4 KiB, 50 headers of 8 KiB each,
-    10 s to send a request or take a reply (`gunicorn_worker`), 15 s idle on a kept-alive
-    connection; the apps bound bodies (exporter.max_body_bytes, 4 MiB for the webhook).
+    10 s to send a request or take a reply, `max_connections_per_address` connections and half the
+    threads per address (`gunicorn_worker`), 15 s idle on a kept-alive connection; the apps bound
+    bodies (exporter.max_body_bytes, 4 MiB for the webhook).
     """
     return {
         "bind": bind,
         "workers": 1,
-        "worker_class": "vmhealth.gunicorn_worker.DeadlineThreadWorker",
+        "worker_class": worker_class(max_connections_per_address, max_body_bytes),
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 20,
@@ -70,9 +75,11 @@ def run_gunicorn(factory: Callable[[], Any], settings: dict[str, Any], stop: Cal
     return 0
 
 
-def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None]) -> int:
+def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None],
+          max_body_bytes: int) -> int:
     """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
     settings = gunicorn_settings(section.listen, section.threads,
-                                 logging.getLevelName(logging.getLogger().level).lower())
+                                 logging.getLevelName(logging.getLogger().level).lower(),
+                                 section.max_connections_per_address, max_body_bytes)
     log.info("%s listening on %s", component, section.listen)
     return run_gunicorn(factory, settings, stop)

@@ -19,6 +19,8 @@ from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
 from vmhealth.webhook.worker import Worker, worker_id
 
+MAX_BODY_BYTES = 4 * 1024 * 1024  # Alertmanager groups thousands of alerts in one message
+
 log = logging.getLogger(__name__)
 
 
@@ -89,7 +91,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
 
     app = Flask("vmhealth.webhook")
     app.config["VMHEALTH"] = config
-    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["vmhealth"] = ctx
 
     from vmhealth.webhook import alerts, api, metrics_view

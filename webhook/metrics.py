@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from vmhealth import connection_refusals
 
 
 class WebhookMetrics:
@@ -19,6 +21,7 @@ class WebhookMetrics:
 
     def __init__(self, clusters: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_ConnectionRefusals())
         self.actions_total = Counter(
             "vmhealth_remediation_actions", "Remediation decisions by action and result "
             "(success, failed, unknown, dry-run, skipped:<reason>).", ["cluster", "action", "result"],
@@ -52,6 +55,17 @@ class WebhookMetrics:
 
     def add_state(self, read: Callable[[], dict[str, Any] | None]) -> None:
         self.registry.register(_StateCollector(read))
+
+
+class _ConnectionRefusals(Collector):
+    """What the gunicorn worker refused or cut, by reason (`vmhealth.connection_refusals`)."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(connection_refusals.FAMILY.removesuffix("_total"), connection_refusals.HELP,
+                                     labels=["reason"])
+        for reason, value in sorted(connection_refusals.snapshot().items()):
+            family.add_metric([reason], value)
+        return [family]
 
 
 class _StateCollector(Collector):

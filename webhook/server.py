@@ -16,6 +16,6 @@ def stop_app(app: Any) -> None:
 
 
 def serve(config: SimpleNamespace) -> int:
-    from vmhealth.webhook.app import create_app
+    from vmhealth.webhook.app import MAX_BODY_BYTES, create_app
 
-    return serve_app("webhook", config.webhook, lambda: create_app(config), stop_app)
+    return serve_app("webhook", config.webhook, lambda: create_app(config), stop_app, MAX_BODY_BYTES)
