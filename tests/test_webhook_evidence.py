@@ -24,7 +24,7 @@ import responses
 import yaml
 from sqlalchemy import update
 
-from tests.test_webhook_support import FakePve, auth, firing, make_config, proxmox_reason
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config, proxmox_reason
 from vmhealth.models.webhook import AlertEvent
 from vmhealth.openapi import document
 from vmhealth.pve import PveClient, PveError, is_timeout
@@ -67,8 +67,9 @@ def make(tmp_path: Any) -> Iterator[Any]:
     for vmid in range(900, 910):  # stopped guests: the circuit breaker's denominator
         pve.add(vmid, status="stopped", uptime=0)
 
-    def build(timeout: float | None = None, start_worker: bool = False, **policy_keys: Any) -> SimpleNamespace:
-        config = make_config(f"sqlite:///{tmp_path}/webhook.db", **policy_keys)
+    def build(timeout: float | None = None, start_worker: bool = False, webhook: dict[str, Any] | None = None,
+              **policy_keys: Any) -> SimpleNamespace:
+        config = make_config(f"sqlite:///{tmp_path}/webhook.db", webhook, **policy_keys)
         if timeout is not None:
             config.clusters[0].timeout = timeout
         app = create_app(config, start_worker=start_worker, task_poll_interval=0.01, settle=0.05, worker_poll=0.05)
@@ -82,7 +83,7 @@ def make(tmp_path: Any) -> Iterator[Any]:
                 process_all(ctx)
             return response
 
-        return SimpleNamespace(ctx=ctx, client=client, pve=pve, send=send, store=ctx.store)
+        return SimpleNamespace(ctx=ctx, client=client, pve=pve, send=send, store=ctx.store, mock=mock)
 
     try:
         yield build
@@ -404,3 +405,73 @@ def test_rows_without_evidence_return_an_empty_object_and_the_table_summarises_i
                           for r in rows(wh, 100)[-1:]])
     assert table.splitlines()[1].endswith(
         "[heartbeat 412s, io 0 B/s idle 300s, +120 B since judged, agent timeout]"), table
+
+
+# --- the heartbeat veto -----------------------------------------------------------------------------
+
+PROMETHEUS = "http://prometheus.test:9090"
+
+
+def prometheus_age(wh: Any, age: float | None, status: int = 200) -> list[str]:
+    """Prometheus answering the webhook's heartbeat query with `age` (None: no series); the queries sent."""
+    queries: list[str] = []
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        queries.append(request.params["query"])
+        result = [] if age is None else [{"metric": {}, "value": [time.time(), str(age)]}]
+        return status, {}, json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    wh.mock.add_callback(responses.GET, f"{PROMETHEUS}/api/v1/query", callback=answer)
+    return queries
+
+
+def test_a_fresh_heartbeat_refuses_the_reset_as_transient(make: Any) -> None:
+    wh = make(webhook={"prometheus_url": PROMETHEUS})
+    wh.pve.add(100)
+    queries = prometheus_age(wh, 12.4)
+    wh.send(hung(100))
+    assert wh.pve.resets(100) == 0
+    assert queries == ['time() - max(vmhealth_heartbeat_timestamp_seconds{cluster="lab",vmid="100"})']
+    row = last(wh, 100)
+    assert row["outcome"] == "skipped:heartbeat-fresh" and "heartbeat-fresh" in policy.TRANSIENT
+    assert "12s old, within the stale timeout 90s" in row["error"]
+    assert row["evidence"]["heartbeat_age"] == 12.4 and row["evidence"]["heartbeat_source"] == "prometheus"
+    assert "heartbeat now 12s (prometheus)" in format_table([row])
+
+
+@pytest.mark.parametrize(("age", "status"), [(95.0, 200), (None, 200), (3.0, 503)])
+def test_a_stale_unknown_or_unreadable_heartbeat_lets_the_reset_go_ahead(make: Any, age: float | None,
+                                                                        status: int) -> None:
+    wh = make(webhook={"prometheus_url": PROMETHEUS})
+    wh.pve.add(100)
+    prometheus_age(wh, age, status)
+    wh.send(hung(100))
+    assert wh.pve.resets(100) == 1
+    evidence = last(wh, 100)["evidence"]
+    assert evidence["heartbeat_source"] == "prometheus"
+    if status != 200:
+        assert "503" in evidence["heartbeat_error"] and "heartbeat_age" not in evidence
+    elif age is None:
+        assert "heartbeat_age" not in evidence and "heartbeat_error" not in evidence
+    else:
+        assert evidence["heartbeat_age"] == 95.0
+
+
+def test_without_a_source_no_heartbeat_is_read_and_the_start_says_so(make: Any,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="vmhealth.webhook.app"):
+        wh = make()
+    assert "an alert is trusted alone" in caplog.text
+    wh.pve.add(100)
+    wh.send(hung(100))
+    assert wh.pve.resets(100) == 1 and "heartbeat_source" not in last(wh, 100)["evidence"]
+
+
+def test_the_veto_applies_to_a_forced_manual_reset_too(make: Any) -> None:
+    wh = make(webhook={"prometheus_url": PROMETHEUS})
+    wh.pve.add(100)
+    prometheus_age(wh, 5.0)
+    reply = wh.client.post("/api/vms/100/reset", json={"cluster": "lab", "reason": "test", "force": True},
+                           headers=auth(ADMIN))
+    assert reply.get_json()["outcome"] == "skipped:heartbeat-fresh", reply.get_json()
+    assert wh.pve.resets(100) == 0

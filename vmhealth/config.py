@@ -48,7 +48,7 @@ class ConfigError(Exception):
 class Key:
     """One leaf of the schema: its kind, default and limits."""
 
-    kind: str  # str | int | float | bool | duration | listen | url | strlist | intlist | percent | ratio
+    kind: str  # str | int | float | bool | duration | listen | url | urllist | strlist | intlist | percent | ratio
     default: Any = None
     secret: bool = False
     choices: tuple[str, ...] = ()
@@ -176,6 +176,9 @@ SCHEMA = Section(
                     "int", 64, minimum=1, maximum=10000,
                     doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
                 "claim_lease": Key("duration", "5m", doc="a claimed alert not finished by then is taken over"),
+                "prometheus_url": Key("url", None, doc="Prometheus to read a guest's heartbeat age from before acting"),
+                "exporter_urls": Key(
+                    "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
                 "policy": _policy_section(),
             }
         ),
@@ -261,6 +264,8 @@ def _coerce(key: Key, value: Any, path: str, loader: _Loader, from_env: bool) ->
             if high is not None and number > high:
                 raise ValueError(f"{number} is above the maximum {high:g}")
             return number
+        if kind == "urllist":
+            return _url_list(value)
         if kind in ("strlist", "intlist"):
             if isinstance(value, str):
                 value = [part.strip() for part in value.split(",") if part.strip()]
@@ -306,6 +311,23 @@ def _check_url(value: str) -> None:
     parts = urlsplit(value)
     if not parts.scheme or not (parts.netloc or parts.path):
         raise ValueError(f"{value!r} is not a URL")
+
+
+def _url_list(value: Any) -> list[str]:
+    """A list of distinct http(s) URLs (a comma-separated string from the environment too)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of URLs")
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"item {index} {item!r} is not an http:// or https:// URL")
+        if item.rstrip("/") in seen:
+            raise ValueError(f"item {index} {item!r} is listed twice")
+        seen.add(item.rstrip("/"))
+    return list(value)
 
 
 def split_listen(value: str) -> tuple[str, int]:

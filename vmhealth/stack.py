@@ -274,6 +274,7 @@ def _build(stack: Stack, exporter_port: int) -> None:
                      "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s", **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
                     "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
+                    "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
                     "policy": {**DEMO_POLICY, **s.policy}, **s.webhook},
     }
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

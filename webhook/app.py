@@ -82,6 +82,12 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     store = Store(engine)
     metrics = WebhookMetrics(cluster.name for cluster in config.clusters)
     remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
+    if remediator.heartbeats.configured:
+        log.info("before a reset, the guest's heartbeat age is read from %s: one within the stale timeout (%gs) "
+                 "vetoes it", remediator.heartbeats.describe(), remediator.stale_timeout)
+    else:
+        log.warning("neither webhook.prometheus_url nor webhook.exporter_urls is set: an alert is trusted alone, "
+                    "without checking the guest's heartbeat before a reset")
     lease = float(config.webhook.claim_lease)
     size = int(config.webhook.policy.max_concurrent_actions)
     worker = Worker(store, remediator, size, lease, poll=worker_poll) if start_worker else None

@@ -57,6 +57,8 @@ def evidence_summary(evidence: dict[str, Any]) -> str:
     judged, live = evidence.get("io_bytes_total_judged"), evidence.get("io_bytes_total_live")
     if _number(judged) and _number(live):
         parts.append(f"{live - judged:+.0f} B since judged")
+    if _number(evidence.get("heartbeat_age")):
+        parts.append(f"heartbeat now {evidence['heartbeat_age']:.0f}s ({evidence.get('heartbeat_source', '?')})")
     if evidence.get("guest_agent"):
         parts.append(f"agent {evidence['guest_agent']}")
     if evidence.get("qmpstatus") and evidence.get("qmpstatus") != "running":

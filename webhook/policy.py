@@ -19,7 +19,7 @@ from vmhealth.pve import PveError, is_timeout, parse_tags
 # Reasons that pass by themselves: the next delivery of a still-firing alert looks again.
 TRANSIENT = frozenset(
     {"cooldown", "rate-limited", "busy", "circuit-open", "locked", "booting", "node-offline", "no-quorum",
-     "proxmox-unreachable", "disabled", "active", "guest-agent-alive"}
+     "proxmox-unreachable", "disabled", "active", "guest-agent-alive", "heartbeat-fresh"}
 )
 
 
@@ -193,6 +193,14 @@ def guest_agent_answer(error: PveError | None) -> str:
         if _VM_NOT_RUNNING.search(text):
             return "vm-not-running"
     return f"error: {text}"[:300]
+
+
+def check_heartbeat(age: float | None, stale_timeout: float) -> Skip | None:
+    """A heartbeat fresher than the stale timeout means the agent in the guest is running: not hung."""
+    if age is not None and age < stale_timeout:
+        return Skip("heartbeat-fresh", f"its last heartbeat is {age:.0f}s old, within the stale timeout "
+                    f"{stale_timeout:g}s: the guest is reporting")
+    return None
 
 
 def check_guest_agent(answer: str) -> Skip | None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
 from vmhealth.pve import PveClient, PveError
 from vmhealth.webhook import actions, policy
+from vmhealth.webhook.heartbeat import HeartbeatReader
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.payload import EVIDENCE_KEYS
 from vmhealth.webhook.policy import Skip
@@ -65,6 +66,8 @@ class Remediator:
         self.lease = float(config.webhook.claim_lease)
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
         self.io_idle_rate = float(config.thresholds.io_idle_bytes_per_second)
+        self.stale_timeout = float(config.thresholds.stale_timeout)
+        self.heartbeats = HeartbeatReader(config.webhook.prometheus_url, config.webhook.exporter_urls)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
 
@@ -194,6 +197,8 @@ class Remediator:
             skip = policy.check_active(given.get("io_bytes_total"), given.get("io_judged_at", event.received_at),
                                        live, self.io_idle_rate, time.time())
         if skip is None:
+            skip = self._check_heartbeat(base, cluster, vmid)
+        if skip is None:
             skip = self._check_guest_agent(client, base, kind, node, vmid, resource, status)
         if skip is not None:
             return self._skip(base, skip, incident)
@@ -206,6 +211,17 @@ class Remediator:
             self.metrics.action(cluster, action, "dry-run")
             return Decision("dry-run", base.reason, base.name, incident.attempts, now + p.cooldown, base.id)
         return self._act(event, incident, base, client, kind, node, status, now)
+
+    def _check_heartbeat(self, base: Action, cluster: str, vmid: int) -> Skip | None:
+        """The guest's heartbeat age from Prometheus or the exporters, where one is configured."""
+        if not self.heartbeats.configured:
+            return None
+        read = self.heartbeats.age(cluster, vmid)
+        _note(base, heartbeat_age=None if read.age is None else round(read.age, 1), heartbeat_source=read.source)
+        if read.error:
+            _note(base, heartbeat_error=read.error)
+            log.info("%s/%s: heartbeat age unknown (%s), going on without it", cluster, vmid, read.error)
+        return policy.check_heartbeat(read.age, self.stale_timeout)
 
     def _check_guest_agent(self, client: PveClient, base: Action, kind: str, node: str, vmid: int,
                            resource: dict[str, Any], status: dict[str, Any]) -> Skip | None:
