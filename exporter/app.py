@@ -106,11 +106,9 @@ def _exporter() -> Exporter:
 def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Flask:
     """The WSGI app; with `start`, the pollers and the write-behind run in this process."""
     if config is None:
-        import os
+        from vmhealth.gunicorn_runner import load_from_environment
 
-        from vmhealth.config import load
-
-        config = load(os.environ.get("VMHEALTH_CONFIG"), components=("exporter",))
+        config = load_from_environment("exporter")
     exporter = Exporter(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.exporter.max_body_bytes
@@ -175,13 +173,16 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
         return "unsupported_media_type", 415, "send the report as JSON (Content-Type: application/json)", None
     if not key:
         return "unauthorized", 401, "missing X-API-Key header", None
+    identity, authorized = _authenticate_before_parsing(exporter, key)
     body = read_body()
     try:
         data = decode_json(body)
     except BadJson as exc:
+        if not authorized:  # nothing about the body for a client whose key opens nothing
+            return "unauthorized", 401, "wrong API key", None
         return "invalid", 400, str(exc), None
-
-    identity, authorized = _authenticate(exporter, key, data)
+    if not authorized:
+        identity, authorized = _authenticate_claim(exporter, key, data)
     if not authorized:
         return "unauthorized", 401, "wrong API key", None
     parsed = parse_report(data, time.time(), identified=identity is not None)
@@ -202,15 +203,20 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
     return "accepted", 200, f"Health report received for {parsed.heartbeat.hostname}", None
 
 
-def _authenticate(exporter: Exporter, key: str, data: dict[str, Any]) -> tuple[GuestKey | None, bool]:
-    """(the guest a per-VM key is for, or None for the shared key; whether the key is good)."""
+def _authenticate_before_parsing(exporter: Exporter, key: str) -> tuple[GuestKey | None, bool]:
+    """The shared key, or the per-VM key of a guest Proxmox lists: (the guest it is for, or None for
+    the shared key; whether the key is good), from the key alone."""
     api_key = exporter.config.exporter.api_key or ""
     if same_secret(key, api_key):
         return None, not exporter.config.exporter.per_vm_keys
     owner = exporter.store.key_owner(key)
-    if owner is not None:
-        return owner, True
-    # A guest Proxmox does not list (yet): check the key against what the report claims.
+    return owner, owner is not None
+
+
+def _authenticate_claim(exporter: Exporter, key: str, data: dict[str, Any]) -> tuple[GuestKey | None, bool]:
+    """A guest Proxmox does not list (yet): the key checked against the guest the report claims to be."""
+    if same_secret(key, exporter.config.exporter.api_key or ""):
+        return None, False
     claimed_vmid = data.get("vmid")
     if isinstance(claimed_vmid, str):
         claimed_vmid = vmid_text(claimed_vmid)

@@ -6,15 +6,11 @@
 One worker process: the exporter's state lives in memory and is written behind to the database.
 """
 
-import os
-
 from vmhealth.exporter.server import stop_app
-from vmhealth.gunicorn_runner import gunicorn_settings
+from vmhealth.gunicorn_runner import component_settings, load_from_environment
 
-_settings = gunicorn_settings(
-    os.environ.get("VMHEALTH_EXPORTER_LISTEN", "127.0.0.1:9747"), int(os.environ.get("VMHEALTH_EXPORTER_THREADS", "8"))
-)
-globals().update(_settings)
+_section = load_from_environment("exporter").exporter  # listen, threads, limits: as `vmhealth exporter` uses them
+globals().update(component_settings("exporter", _section, _section.max_body_bytes))
 
 
 def worker_exit(server, worker):

@@ -6,7 +6,6 @@ reply can name every bad field at once. Nothing here touches state.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 from werkzeug.http import HTTP_STATUS_CODES
 
+from vmhealth import safejson
 from vmhealth.exporter.state import Disk, Heartbeat
 from vmhealth.textformat import utf8_text
 
@@ -55,7 +55,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise BadJson(f"{name} is not a number JSON allows")
 
     try:
-        data = json.loads(body, parse_constant=refuse_constant)
+        data = safejson.loads(body, parse_constant=refuse_constant)
     except BadJson:
         raise
     except (ValueError, UnicodeDecodeError) as exc:

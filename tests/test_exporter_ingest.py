@@ -113,6 +113,15 @@ def test_not_json_is_415_and_broken_json_is_400(app):
     assert post(app, "[1, 2]").status_code == 400
 
 
+def test_deep_nesting_is_400_with_the_key_and_401_without(app, caplog):
+    deep = '{"a": ' + "[" * 30_000 + "]" * 30_000 + "}"
+    reply = post(app, deep)
+    assert reply.status_code == 400 and "nested too deeply" in reply.json["error"]
+    wrong = post(app, deep, key="not-the-key")
+    assert wrong.status_code == 401 and wrong.json["error"] == "wrong API key"  # nothing about the body
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
 def test_body_over_the_limit_is_413(tmp_path):
     app = create_app(exporter_config(tmp_path, max_body_bytes=2048), start=False)
     try:

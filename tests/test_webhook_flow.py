@@ -557,3 +557,13 @@ def test_escalation_stops_and_starts_after_a_failed_reset_but_not_for_ha_guests(
     wh.send(firing(101))
     assert [p for p in wh.pve.posts if p[1] == 101] == [("pve1", 101, "reset")]
     assert outcomes(wh, 101) == ["failed"]
+
+
+def test_deep_nesting_is_a_400_on_every_json_route(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    wh = make()
+    deep = '{"alerts": ' + "[" * 30_000 + "]" * 30_000 + "}"
+    routes = (("/alerts", auth()), ("/api/vms/100/reset", auth(ADMIN)), ("/api/vms/100/release", auth(ADMIN)))
+    for path, token in routes:
+        reply = wh.client.post(path, data=deep, content_type="application/json", headers=token)
+        assert reply.status_code == 400, (path, reply.status_code, reply.get_data(as_text=True)[:200])
+    assert "RecursionError" not in caplog.text

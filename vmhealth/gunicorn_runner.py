@@ -7,6 +7,7 @@ served; on worker exit the app's `stop` hook runs so that pending state is writt
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -75,11 +76,24 @@ def run_gunicorn(factory: Callable[[], Any], settings: dict[str, Any], stop: Cal
     return 0
 
 
+def load_from_environment(component: str) -> Any:
+    """The configuration a WSGI factory or a gunicorn.conf.py runs with: the file named by
+    $VMHEALTH_CONFIG (or ./vmhealth.yml), then VMHEALTH_* variables; the same for both servers."""
+    from vmhealth.config import load
+
+    return load(os.environ.get("VMHEALTH_CONFIG"), components=(component,))
+
+
+def component_settings(component: str, section: Any, max_body_bytes: int, log_level: str = "info") -> dict[str, Any]:
+    """gunicorn's settings for one server's configuration section."""
+    return gunicorn_settings(section.listen, section.threads, log_level, section.max_connections_per_address,
+                             max_body_bytes)
+
+
 def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None],
           max_body_bytes: int) -> int:
     """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
-    settings = gunicorn_settings(section.listen, section.threads,
-                                 logging.getLevelName(logging.getLogger().level).lower(),
-                                 section.max_connections_per_address, max_body_bytes)
+    settings = component_settings(component, section, max_body_bytes,
+                                  logging.getLevelName(logging.getLogger().level).lower())
     log.info("%s listening on %s", component, section.listen)
     return run_gunicorn(factory, settings, stop)

@@ -12,6 +12,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from vmhealth import safejson
 from vmhealth.webhook.auth import bearer_ok
 from vmhealth.webhook.payload import PayloadError, parse_notification
 
@@ -26,7 +27,7 @@ def receive() -> tuple[object, int]:
     if not bearer_ok(config.webhook.token):
         ctx.metrics.notification("unknown", "unauthorized")
         return jsonify({"error": "missing or wrong bearer token"}), 401
-    body = request.get_json(silent=True)
+    body = safejson.request_json(request)
     if body is None:
         ctx.metrics.notification("unknown", "invalid")
         return jsonify({"error": "body: expected a JSON object (Content-Type: application/json)"}), 400

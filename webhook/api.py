@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from vmhealth import safejson
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
@@ -72,7 +73,7 @@ def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
-    body = request.get_json(silent=True) if request.data else {}
+    body = safejson.request_json(request) if request.data else {}
     if not isinstance(body, dict):
         return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
     reason, force, who = body.get("reason", "Manual reset"), body.get("force", False), body.get("actor", "admin")
@@ -118,8 +119,10 @@ def release(vmid: int) -> tuple[Any, int]:
     cluster, problem = _cluster(vmid)
     if problem:
         return problem
-    body = request.get_json(silent=True) or {}
-    who = body.get("actor", "admin") if isinstance(body, dict) else "admin"
+    body = safejson.request_json(request) if request.data else {}
+    if not isinstance(body, dict):
+        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
+    who = body.get("actor", "admin")
     if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):

@@ -72,11 +72,9 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     from vmhealth.db import make_engine, upgrade
 
     if config is None:
-        import os
+        from vmhealth.gunicorn_runner import load_from_environment
 
-        from vmhealth.config import load
-
-        config = load(os.environ.get("VMHEALTH_CONFIG"), components=("webhook",))
+        config = load_from_environment("webhook")
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
     store = Store(engine)

@@ -7,15 +7,12 @@ One worker process with threads; more replicas (processes or machines) share one
 is what keeps them from acting twice.
 """
 
-import os
-
-from vmhealth.gunicorn_runner import gunicorn_settings
+from vmhealth.gunicorn_runner import component_settings, load_from_environment
+from vmhealth.webhook.app import MAX_BODY_BYTES
 from vmhealth.webhook.server import stop_app
 
-_settings = gunicorn_settings(
-    os.environ.get("VMHEALTH_WEBHOOK_LISTEN", "127.0.0.1:9749"), int(os.environ.get("VMHEALTH_WEBHOOK_THREADS", "8"))
-)
-globals().update(_settings)
+# listen, threads, limits: as `vmhealth webhook` uses them
+globals().update(component_settings("webhook", load_from_environment("webhook").webhook, MAX_BODY_BYTES))
 
 
 def worker_exit(server, worker):
