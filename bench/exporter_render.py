@@ -25,7 +25,7 @@ from vmhealth.exporter.state import Heartbeat, Store
 
 def build(guests: int, nodes: int) -> tuple[Store, object]:
     config = load(raw={"clusters": [{"name": "bench", "host": "h", "token_id": "a@pve!b", "token_secret": "s"}],
-                       "exporter": {"api_key": "k", "database_url": f"sqlite:///{tempfile.mkdtemp()}/x.db"}},
+                       "exporter": {"api_key": "bench-render-agent-key", "database_url": f"sqlite:///{tempfile.mkdtemp()}/x.db"}},
                   environ={})
     resources = [{"type": "qemu", "vmid": 100 + i, "node": f"pve{i % nodes}", "name": f"guest-{i}",
                   "status": "running", "tags": "web;prod"} for i in range(guests)]

@@ -33,7 +33,7 @@ from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port
 from vmhealth.simulator.testing import running_simulator
 
-API_KEY = "bench-agent-key"
+API_KEY = "bench-agent-shared-key"
 FIRST_VMID = 100
 
 

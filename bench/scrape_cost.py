@@ -33,7 +33,7 @@ from pyspy import Profiler
 from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
-AGENT_KEY = "bench-agent-key"
+AGENT_KEY = "bench-agent-shared-key"
 
 
 def fetch(port: int, path: str, gzip_ok: bool, timeout: float = 120) -> tuple[float, bytes, int]:

@@ -49,7 +49,7 @@ from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
-AGENT_KEY = "soak-agent-key"
+AGENT_KEY = "soak-agent-shared-key"
 JOB = "vmhealth-exporter"
 MEMORY_GROWTH_LIMIT = 0.10
 LATENCY_RATIO_LIMIT = 1.5

@@ -177,7 +177,7 @@ def test_a_wrong_key_is_logged_once_and_clearly(tmp_path: Path, exporter: Export
                                                  simulator: dict[str, Any]) -> None:
     vmid = sorted(simulator["smbios"])[1]
     agent, log = start_agent(tmp_path, "wrong", VMHEALTH_AGENT_EXPORTER_URL=exporter.url,
-                             VMHEALTH_AGENT_API_KEY="not-the-key", VMHEALTH_AGENT_VMID=str(vmid))
+                             VMHEALTH_AGENT_API_KEY="not-the-exporters-key", VMHEALTH_AGENT_VMID=str(vmid))
     try:
         wait_for("the refusal logged", lambda: "refused" in log.read_text(), logs=log.read_text)
         time.sleep(3)  # more refused attempts
@@ -186,7 +186,7 @@ def test_a_wrong_key_is_logged_once_and_clearly(tmp_path: Path, exporter: Export
         stop(agent)
     refusals = [line for line in log.read_text().splitlines() if "refused" in line]
     assert len(refusals) == 1, log.read_text()
-    assert "(401)" in refusals[0] and "agent.api_key" in refusals[0] and "not-the-key" not in refusals[0]
+    assert "(401)" in refusals[0] and "agent.api_key" in refusals[0] and "not-the-exporters-key" not in refusals[0]
     assert exporter.heartbeat(vmid) is None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from vmhealth.config import ConfigError, load, redacted
@@ -40,8 +42,36 @@ def test_environment_overrides_keys_and_list_items():
 
 
 def test_environment_only_configuration_for_the_agent():
-    config = load(raw={}, environ={"VMHEALTH_AGENT_API_KEY": "k", "VMHEALTH_AGENT_VMID": "104"}, components=["agent"])
+    config = load(raw={}, environ={"VMHEALTH_AGENT_API_KEY": "k" * 16, "VMHEALTH_AGENT_VMID": "104"},
+                  components=["agent"])
     assert config.agent.vmid == 104 and config.clusters == []
+
+
+def test_short_secrets_and_an_admin_token_equal_to_alertmanagers_are_refused():
+    raw = {"exporter": {"api_key": "short"}, "agent": {"api_key": "x" * 15},
+           "webhook": {"token": "same-secret-for-both", "admin_token": "same-secret-for-both"}}
+    with pytest.raises(ConfigError) as caught:
+        load(raw=raw, environ={})
+    problems = "\n".join(caught.value.problems)
+    assert "exporter.api_key: shorter than 16 characters" in problems
+    assert "agent.api_key: shorter than 16 characters" in problems
+    assert "webhook.admin_token: is the same as webhook.token" in problems
+    assert "same-secret-for-both" not in problems and "short" not in problems.replace("shorter", "")
+    assert load(raw={"exporter": {"api_key": "x" * 16}}, environ={}).exporter.api_key == "x" * 16
+
+
+def test_a_secret_file_others_can_read_is_warned_about(tmp_path, caplog):
+    secret = tmp_path / "agent-key"
+    secret.write_text("a-long-enough-agent-key\n")
+    secret.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="vmhealth.config"):
+        load(raw={"exporter": {"api_key_file": str(secret)}}, environ={})
+    assert f"exporter.api_key_file: {secret} can be read by group and others (mode 644); chmod 600 it" in caplog.text
+    caplog.clear()
+    secret.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="vmhealth.config"):
+        load(raw={"exporter": {"api_key_file": str(secret)}}, environ={})
+    assert caplog.text == ""
 
 
 def test_secret_from_file(tmp_path):

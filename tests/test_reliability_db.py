@@ -45,7 +45,7 @@ def direct_post(parts: Remediation, vmid: int) -> requests.Response:
     """What Alertmanager gets for a notification right now (sent as Alertmanager would)."""
     body = firing(vmid, fingerprint=f"direct{vmid:010d}", cluster=parts.sim.cluster_name)
     return requests.post(f"{parts.webhook}/alerts", json=body, timeout=60,
-                         headers={"Authorization": "Bearer am-secret-token"})
+                         headers={"Authorization": "Bearer alertmanager-secret-token"})
 
 
 def after_recovery(parts: Remediation, before: dict, failures_seen: float) -> None:

@@ -27,7 +27,7 @@ from vmhealth.simulator.testing import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = [ROOT / "prometheus" / "rules" / name for name in ("vmhealth-recording.yml", "vmhealth-alerts.yml")]
-API_KEY = "crosscheck-agent-key"
+API_KEY = "crosscheck-shared-agent-key"
 STALE_AT, FRESH_AT, NOW = 100, 1000, 1100  # seconds; the stale timeout is 300
 GUESTS = 17  # vmids 100-116, the last one a container
 

@@ -112,7 +112,7 @@ def test_killed_between_record_and_act_completes_once_after_restart(database: st
         assert app.extensions["vmhealth"].worker.drain(30)
         assert pve.resets(100) == 1
         # Alertmanager repeats the notification: still once.
-        app.test_client().post("/alerts", json=firing(100), headers={"Authorization": "Bearer am-secret-token"})
+        app.test_client().post("/alerts", json=firing(100), headers={"Authorization": "Bearer alertmanager-secret-token"})
         assert app.extensions["vmhealth"].worker.drain(30)
         assert pve.resets(100) == 1
         [row] = app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
@@ -131,7 +131,7 @@ def test_killed_after_sending_the_reset_does_not_reset_again(database: str, pve:
     app = restart(database)
     try:
         client = app.test_client()
-        client.post("/alerts", json=firing(100), headers={"Authorization": "Bearer am-secret-token"})
+        client.post("/alerts", json=firing(100), headers={"Authorization": "Bearer alertmanager-secret-token"})
         ctx = app.extensions["vmhealth"]
         assert ctx.worker.drain(30)
         assert pve.resets(100) == 0

@@ -23,7 +23,7 @@ from vmhealth.config import load
 PAYLOADS = Path(__file__).resolve().parent / "data" / "alertmanager-webhook"
 HOST = "pve.test:8006"
 BASE = f"https://{HOST}/api2/json"
-TOKEN = "am-secret-token"
+TOKEN = "alertmanager-secret-token"
 ADMIN = "admin-secret-token"
 
 

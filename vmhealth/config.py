@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from vmhealth.durations import parse_duration
 
+log = logging.getLogger(__name__)
 ENV_PREFIX = "VMHEALTH_"
 DEFAULT_CONFIG_PATH = "vmhealth.yml"
 # Environment variables that select or steer a program (or the test suite) rather than set a key.
@@ -392,6 +394,11 @@ def _read_secret_file(filename: Any, path: str, loader: _Loader) -> str | None:
     if not text:
         loader.problem(path, f"{filename} is empty")
         return None
+    mode = Path(filename).stat().st_mode & 0o077
+    if mode:
+        log.warning("%s: %s can be read by %s (mode %o); chmod 600 it", path, filename,
+                    "group and others" if mode & 0o007 and mode & 0o070 else "others" if mode & 0o007 else "its group",
+                    Path(filename).stat().st_mode & 0o777)
     return text
 
 
@@ -518,11 +525,29 @@ def load(
     config = _build(SCHEMA, raw, "", loader)
     _check_clusters(config, loader)
     _check_thresholds(config, loader)
+    _check_secrets(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
         raise ConfigError(loader.problems)
     return config
+
+
+MIN_SECRET_LENGTH = 16
+
+
+def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
+    """Keys and tokens long enough not to be guessed, and Alertmanager's token no admin token."""
+    for path in ("exporter.api_key", "agent.api_key", "webhook.token", "webhook.admin_token"):
+        section, key = path.split(".")
+        value = getattr(getattr(config, section), key)
+        if isinstance(value, str) and len(value) < MIN_SECRET_LENGTH:
+            loader.problem(path, f"shorter than {MIN_SECRET_LENGTH} characters; use a random one "
+                           "(`openssl rand -hex 32`)")
+    token, admin = config.webhook.token, config.webhook.admin_token
+    if isinstance(token, str) and isinstance(admin, str) and token == admin:
+        loader.problem("webhook.admin_token", "is the same as webhook.token: Alertmanager's token would then "
+                       "force resets and end quarantines; give each its own secret")
 
 
 def _deep_copy(value: Any) -> Any:

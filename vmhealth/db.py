@@ -8,9 +8,10 @@ so one PostgreSQL database can also hold both.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase
 
 from vmhealth.config import DATABASE_COMPONENTS
@@ -24,11 +25,23 @@ class Base(DeclarativeBase):
     """Declarative base of every vmhealth table."""
 
 
+def _create_private(path: str | None) -> None:
+    """Create a SQLite file readable by its owner only (0600, whatever the umask): it holds every
+    guest's name and the remediation history. SQLite gives its -wal and -shm files the same mode."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # an existing file keeps its mode
+    except OSError:
+        return  # a missing folder and the like: SQLite's own error says it better
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and cross-thread use."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -34,7 +34,7 @@ from vmhealth.bundled import bundled_file
 from vmhealth.durations import format_duration, parse_duration
 from vmhealth.processes import free_port, stop_process, wait_for
 
-AGENT_KEY = "demo-agent-key"
+AGENT_KEY = "demo-agent-shared-key"
 WEBHOOK_TOKEN = "demo-webhook-token"
 ADMIN_TOKEN = "demo-admin-token"
 

@@ -444,7 +444,7 @@ class Store:
         if since is not None:
             query = query.where(Action.at >= since)
         if outcome:
-            query = query.where(Action.outcome.startswith(outcome) if outcome.endswith(":")
+            query = query.where(Action.outcome.startswith(outcome, autoescape=True) if outcome.endswith(":")
                                 or outcome == "skipped" else Action.outcome == outcome)
         if before_id is not None:
             query = query.where(Action.id < before_id)
