@@ -20,7 +20,7 @@ import requests
 
 from tests.private_postgres import private_postgres
 from tests.test_reliability_support import Remediation, remediation
-from tests.test_webhook_support import firing
+from tests.test_webhook_support import auth, firing
 from vmhealth.processes import wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
@@ -45,7 +45,7 @@ def direct_post(parts: Remediation, vmid: int) -> requests.Response:
     """What Alertmanager gets for a notification right now (sent as Alertmanager would)."""
     body = firing(vmid, fingerprint=f"direct{vmid:010d}", cluster=parts.sim.cluster_name)
     return requests.post(f"{parts.webhook}/alerts", json=body, timeout=60,
-                         headers={"Authorization": "Bearer alertmanager-secret-token"})
+                         headers=auth())
 
 
 def after_recovery(parts: Remediation, before: dict, failures_seen: float) -> None:

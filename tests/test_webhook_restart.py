@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import responses
 
-from tests.test_webhook_support import FakePve, firing, make_config
+from tests.test_webhook_support import FakePve, auth, firing, make_config
 from vmhealth.webhook import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_killed_between_record_and_act_completes_once_after_restart(database: st
         assert app.extensions["vmhealth"].worker.drain(30)
         assert pve.resets(100) == 1
         # Alertmanager repeats the notification: still once.
-        app.test_client().post("/alerts", json=firing(100), headers={"Authorization": "Bearer alertmanager-secret-token"})
+        app.test_client().post("/alerts", json=firing(100), headers=auth())
         assert app.extensions["vmhealth"].worker.drain(30)
         assert pve.resets(100) == 1
         [row] = app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
@@ -131,7 +131,7 @@ def test_killed_after_sending_the_reset_does_not_reset_again(database: str, pve:
     app = restart(database)
     try:
         client = app.test_client()
-        client.post("/alerts", json=firing(100), headers={"Authorization": "Bearer alertmanager-secret-token"})
+        client.post("/alerts", json=firing(100), headers=auth())
         ctx = app.extensions["vmhealth"]
         assert ctx.worker.drain(30)
         assert pve.resets(100) == 0
