@@ -19,11 +19,20 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from vmhealth import __version__, openapi
 from vmhealth.exporter.exposition import CONTENT_TYPE, Page, is_monitored
 from vmhealth.exporter.health import classify
-from vmhealth.exporter.ingest import BadJson, FastReports, Report, decode_json, parse_report, vmid_text
+from vmhealth.exporter.ingest import (
+    REPORT_PATH,
+    BadJson,
+    FastReports,
+    Report,
+    decode_json,
+    parse_report,
+    vmid_text,
+)
 from vmhealth.exporter.persistence import StateStore, WriteBehind
 from vmhealth.exporter.poller import ClusterPoller
 from vmhealth.exporter.state import GuestKey, Store
 from vmhealth.keys import same_secret
+from vmhealth.process_counters import auth_failed
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -116,7 +125,7 @@ def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Fla
     app.extensions["vmhealth_exporter"] = exporter
     _register_routes(app)
     app.wsgi_app = FastReports(  # type: ignore[method-assign]
-        app.wsgi_app, lambda mimetype, key, read: _report(exporter, mimetype, key, read),
+        app.wsgi_app, lambda mimetype, key, read, address: _report(exporter, mimetype, key, read, address),
         config.exporter.max_body_bytes, app.json.dumps)
     if start:
         exporter.start()
@@ -149,15 +158,17 @@ def _register_routes(app: Flask) -> None:
 
 def report() -> tuple[Response, int]:
     status, reply = _report(_exporter(), request.mimetype, request.headers.get("X-API-Key"),
-                            lambda: request.get_data(cache=False))
+                            lambda: request.get_data(cache=False), request.remote_addr)
     return jsonify(reply), status
 
 
 def _report(exporter: Exporter, mimetype: str, key: str | None, read_body: Callable[[], bytes],
-            ) -> tuple[int, dict[str, Any]]:
+            address: str | None = None) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON reply) of one heartbeat report, counted; also `FastReports`' handler."""
     result, status, message, fields = _ingest(exporter, mimetype, key, read_body)
     exporter.count(result)
+    if status == 401:
+        auth_failed(f"POST {REPORT_PATH}", "missing" if not key else "wrong", address, message)
     if status == 200:
         return 200, {"success": True, "message": message}
     reply: dict[str, Any] = {"success": False, "error": message}

@@ -16,8 +16,8 @@ import zlib
 from collections.abc import Iterable
 from types import SimpleNamespace
 
-from vmhealth import connection_refusals
 from vmhealth.exporter.state import ClusterState, GuestKey, Heartbeat, PveGuest, Store
+from vmhealth.process_counters import AUTH_FAILURES, CONNECTIONS_REFUSED
 from vmhealth.textformat import escape
 from vmhealth.textformat import format_value as _num
 
@@ -68,7 +68,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_config_io_window_seconds": ("gauge", "thresholds.io_window of the vmhealth config."),
     "vmhealth_config_io_idle_threshold_bytes_per_second": ("gauge", "thresholds.io_idle_bytes_per_second."),
     "vmhealth_reports_total": ("counter", "Heartbeat reports received, by result."),
-    connection_refusals.FAMILY: ("counter", connection_refusals.HELP),
+    CONNECTIONS_REFUSED.family: ("counter", CONNECTIONS_REFUSED.help),
+    AUTH_FAILURES.family: ("counter", AUTH_FAILURES.help),
 }
 _HEADERS = {name: f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" for name, (kind, help_text) in
             FAMILIES.items()}
@@ -389,8 +390,8 @@ class Page:
                     f'vmhealth_pve_node_up{{cluster="{c}",node="{escape(node)}"}} {int(online)}\n')
         for result, count in sorted(reports.items()):
             lines["vmhealth_reports_total"].append(f'vmhealth_reports_total{{result="{result}"}} {count}\n')
-        for reason, count in sorted(connection_refusals.snapshot().items()):
-            lines[connection_refusals.FAMILY].append(f'{connection_refusals.FAMILY}{{reason="{reason}"}} {count}\n')
+        for counter in (CONNECTIONS_REFUSED, AUTH_FAILURES):
+            lines[counter.family].extend(counter.samples())
         return {name: "".join(text) for name, text in lines.items()}
 
 

@@ -228,8 +228,8 @@ def parse_report(data: dict[str, Any], received: float, identified: bool = False
 
 
 REPORT_PATH = "/api/health/report"
-# (mimetype, X-API-Key or None, a callable reading the body) -> (HTTP status, JSON reply)
-ReportHandler = Callable[[str, "str | None", Callable[[], bytes]], tuple[int, dict[str, Any]]]
+# (mimetype, X-API-Key or None, a callable reading the body, client address) -> (HTTP status, JSON reply)
+ReportHandler = Callable[[str, "str | None", Callable[[], bytes], "str | None"], tuple[int, dict[str, Any]]]
 
 
 class FastReports:
@@ -252,7 +252,7 @@ class FastReports:
         mimetype = (environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
         try:
             status, reply = self.handle(mimetype, environ.get("HTTP_X_API_KEY"),
-                                        lambda: environ["wsgi.input"].read(size))
+                                        lambda: environ["wsgi.input"].read(size), environ.get("REMOTE_ADDR"))
         except OSError:  # the client went away or was too slow: the server closes the connection
             raise
         except Exception:  # what Flask would do: log it and answer 500 in the API's JSON shape

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import responses
@@ -188,3 +189,24 @@ def test_report_counters(app):
     post(app, report(100), key="bad")
     counts = app.extensions["vmhealth_exporter"].reports
     assert (counts["accepted"], counts["invalid"], counts["unauthorized"]) == (1, 1, 1)
+
+
+def test_failed_authentication_is_counted_by_route_and_reason_and_logged_once_a_minute(app, caplog):
+    from vmhealth.process_counters import AUTH_FAILURES
+
+    route = "POST /api/health/report"
+    before = AUTH_FAILURES.snapshot()
+    address = f"198.51.100.{len(before) % 250 + 1}"  # an address no other test used in this process
+    with caplog.at_level(logging.WARNING, logger="vmhealth.process_counters"):
+        for _ in range(3):
+            app.test_client().post("/api/health/report", json=report(100), headers={"X-API-Key": "wrong-key-xyz"},
+                                   environ_base={"REMOTE_ADDR": address})
+        app.test_client().post("/api/health/report", json=report(100), environ_base={"REMOTE_ADDR": address})
+    after = AUTH_FAILURES.snapshot()
+    assert after[(route, "wrong")] - before.get((route, "wrong"), 0) == 3
+    assert after[(route, "missing")] - before.get((route, "missing"), 0) == 1
+    lines = [r.getMessage() for r in caplog.records if address in r.getMessage()]
+    assert lines == [f"authentication failed on {route} from {address}: wrong API key (1 in the last minute)"]
+    page = app.test_client().get("/metrics").get_data(as_text=True)
+    assert f'vmhealth_http_auth_failures_total{{route="{route}",reason="wrong"}} {after[(route, "wrong")]}' in page
+    assert "wrong-key-xyz" not in caplog.text

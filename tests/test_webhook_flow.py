@@ -18,7 +18,7 @@ import pytest
 import responses
 from sqlalchemy import select, update
 
-from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config, payload, timeout_error
+from tests.test_webhook_support import ADMIN, TOKEN, FakePve, auth, firing, make_config, payload, timeout_error
 from vmhealth.models.webhook import Action, AlertEvent, Incident
 from vmhealth.webhook import create_app
 
@@ -569,3 +569,25 @@ def test_deep_nesting_is_a_400_on_every_json_route(make: Any, caplog: pytest.Log
         reply = wh.client.post(path, data=deep, content_type="application/json", headers=token)
         assert reply.status_code == 400, (path, reply.status_code, reply.get_data(as_text=True)[:200])
     assert "RecursionError" not in caplog.text
+
+
+def test_failed_authentication_is_counted_by_route_and_reason(make: Any) -> None:
+    wh = make()
+    page = wh.client.get("/metrics").get_data(as_text=True)
+
+    def count(route: str, reason: str, text: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples if sample.name == "vmhealth_http_auth_failures_total"
+                   and sample.labels == {"route": route, "reason": reason})
+
+    wh.client.post("/alerts", json=firing(100), headers=auth("wrong-token-for-alerts"))
+    wh.client.post("/api/vms/100/reset", json={"reason": "x"})
+    wh.client.post("/api/vms/100/reset", json={"reason": "x"}, headers=auth(TOKEN))  # Alertmanager's: not admin
+    after = wh.client.get("/metrics").get_data(as_text=True)
+    assert count("POST /alerts", "wrong", after) - count("POST /alerts", "wrong", page) == 1
+    assert count("POST /api/vms/<vmid>/reset", "missing", after) - count("POST /api/vms/<vmid>/reset", "missing",
+                                                                          page) == 1
+    assert count("POST /api/vms/<vmid>/reset", "wrong", after) - count("POST /api/vms/<vmid>/reset", "wrong",
+                                                                        page) == 1

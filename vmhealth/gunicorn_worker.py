@@ -16,7 +16,7 @@ heartbeats (and Alertmanager's notifications, on the webhook) wait for minutes. 
 - a reply must be taken within `REQUEST_SECONDS` of its first byte being sent (`DeadlineSocket`);
 - buffered request bytes are capped per address and in total.
 
-Each refusal is counted by reason (`connection_refusals`) and logged at most once a minute per
+Each refusal is counted by reason (`process_counters`) and logged at most once a minute per
 address and reason. TLS connections (gunicorn's `certfile`) are served as stock gthread serves them.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from vmhealth import connection_refusals
+from vmhealth.process_counters import CONNECTIONS_REFUSED
 
 log = logging.getLogger(__name__)
 IO_SECONDS = 10.0  # 64 KiB reports, 4 MiB Alertmanager messages and /metrics pages take far less on a LAN
@@ -148,7 +148,7 @@ class DeadlineSocket:
 
     def _cut(self, writing: bool) -> None:
         what = "take its reply" if writing else "send its request"
-        connection_refusals.count("reply-timeout" if writing else "request-timeout")
+        CONNECTIONS_REFUSED.count("reply-timeout" if writing else "request-timeout")
         log.warning("disconnected %s: it took longer than %gs to %s", _peer_text(self._peer), self._seconds, what)
         # ECONNRESET: gunicorn closes the connection without a traceback
         raise ConnectionResetError(errno.ECONNRESET, f"slower than {self._seconds:g}s to {what}")
@@ -239,7 +239,7 @@ class GuardedThreadWorker(ThreadWorker):
     # --- accounting ------------------------------------------------------------------------------
 
     def _refuse(self, conn_or_sock: Any, address: str, reason: str, status: int, why: str) -> None:
-        connection_refusals.count(reason)
+        CONNECTIONS_REFUSED.count(reason)
         now = time.monotonic()
         entry = self._last_log.setdefault((address, reason), [0.0, 0])
         entry[1] += 1

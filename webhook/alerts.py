@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth import safejson
-from vmhealth.webhook.auth import bearer_ok
+from vmhealth.webhook.auth import bearer_ok, refused
 from vmhealth.webhook.payload import PayloadError, parse_notification
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ def receive() -> tuple[object, int]:
     ctx = current_app.extensions["vmhealth"]
     config = current_app.config["VMHEALTH"]
     if not bearer_ok(config.webhook.token):
+        refused("Alertmanager token")
         ctx.metrics.notification("unknown", "unauthorized")
         return jsonify({"error": "missing or wrong bearer token"}), 401
     body = safejson.request_json(request)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vmhealth import connection_refusals
+from vmhealth.process_counters import AUTH_FAILURES, CONNECTIONS_REFUSED
 
 
 class WebhookMetrics:
@@ -21,7 +21,7 @@ class WebhookMetrics:
 
     def __init__(self, clusters: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_ConnectionRefusals())
+        self.registry.register(_ProcessCounters())
         self.actions_total = Counter(
             "vmhealth_remediation_actions", "Remediation decisions by action and result "
             "(success, failed, unknown, dry-run, skipped:<reason>).", ["cluster", "action", "result"],
@@ -57,15 +57,17 @@ class WebhookMetrics:
         self.registry.register(_StateCollector(read))
 
 
-class _ConnectionRefusals(Collector):
-    """What the gunicorn worker refused or cut, by reason (`vmhealth.connection_refusals`)."""
+class _ProcessCounters(Collector):
+    """What the gunicorn worker refused or cut, and the failed authentications (`vmhealth.process_counters`)."""
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(connection_refusals.FAMILY.removesuffix("_total"), connection_refusals.HELP,
-                                     labels=["reason"])
-        for reason, value in sorted(connection_refusals.snapshot().items()):
-            family.add_metric([reason], value)
-        return [family]
+        families = []
+        for counter in (CONNECTIONS_REFUSED, AUTH_FAILURES):
+            family = CounterMetricFamily(counter.family.removesuffix("_total"), counter.help, labels=counter.labels)
+            for values, value in sorted(counter.snapshot().items()):
+                family.add_metric(list(values), value)
+            families.append(family)
+        return families
 
 
 class _StateCollector(Collector):
