@@ -178,6 +178,8 @@ SCHEMA = Section(
                     "int", 64, minimum=1, maximum=10000,
                     doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
                 "claim_lease": Key("duration", "5m", doc="a claimed alert not finished by then is taken over"),
+                "history_retention": Key(
+                    "duration", "90d", doc="decisions older than this are deleted (at least 1d)"),
                 "prometheus_url": Key("url", None, doc="Prometheus to read a guest's heartbeat age from before acting"),
                 "exporter_urls": Key(
                     "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
@@ -526,6 +528,7 @@ def load(
     _check_clusters(config, loader)
     _check_thresholds(config, loader)
     _check_secrets(config, loader)
+    _check_retention(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -548,6 +551,13 @@ def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
     if isinstance(token, str) and isinstance(admin, str) and token == admin:
         loader.problem("webhook.admin_token", "is the same as webhook.token: Alertmanager's token would then "
                        "force resets and end quarantines; give each its own secret")
+
+
+def _check_retention(config: SimpleNamespace, loader: _Loader) -> None:
+    retention = config.webhook.history_retention
+    if isinstance(retention, float) and retention < 86400:
+        loader.problem("webhook.history_retention", "at least 1d: the rate limit and the cooldowns read the last "
+                       "day of decisions")
 
 
 def _deep_copy(value: Any) -> Any:

@@ -20,8 +20,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from vmhealth.webhook import retention
 from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
+
+PRUNE_INTERVAL = 3600.0  # history retention: how often old rows are looked for
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +103,20 @@ class Worker:
             self._wake.wait(self.poll)
 
     def _sweep(self) -> None:
-        """Apart from the claim loop: following a found task may take up to `task_timeout`."""
+        """Apart from the claim loop: following a found task may take up to `task_timeout`; the
+        history's retention runs here too, once an hour, in small batches."""
+        next_prune = 0.0
         while not self._stop.wait(self.sweep_interval):
             try:
                 self.remediator.settle_interrupted(time.time())
             except Exception as exc:
                 _retry_later("settling interrupted attempts", exc, self.sweep_interval)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_INTERVAL
+                try:
+                    retention.prune(self.store, float(self.remediator.config.webhook.history_retention), time.time())
+                except Exception as exc:
+                    _retry_later("deleting history older than webhook.history_retention", exc, PRUNE_INTERVAL)
 
     def _submit(self, event_id: int) -> None:
         future = self._pool.submit(self.run_one, event_id)
