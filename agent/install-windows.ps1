@@ -9,6 +9,7 @@
   removes the service (the configuration and log stay).
 
 .EXAMPLE
+  # agent.key: this guest's own key, from `vmhealth agent-key --cluster lab --vmid 105` on the exporter's host
   .\install-windows.ps1 -ExporterUrl http://vmhealth.example.org:9747 -ApiKey (Get-Content .\agent.key)
 
 .EXAMPLE

@@ -9,7 +9,8 @@
 #
 # Settings (environment, or the defaults file, which is read when present):
 #   VMHEALTH_AGENT_EXPORTER_URL   default http://127.0.0.1:9747
-#   VMHEALTH_AGENT_API_KEY        or VMHEALTH_AGENT_API_KEY_FILE (a file holding the key)
+#   VMHEALTH_AGENT_API_KEY        or VMHEALTH_AGENT_API_KEY_FILE (a file holding the key): this guest's
+#                                 own key, `vmhealth agent-key --cluster C --vmid N` on the exporter's host
 #   VMHEALTH_AGENT_VMID           optional; without it the SMBIOS UUID identifies the guest
 #   VMHEALTH_AGENT_UUID           optional; the SMBIOS UUID when /sys/class/dmi/id/product_uuid is unreadable
 #   VMHEALTH_AGENT_CLUSTER        optional

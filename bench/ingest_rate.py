@@ -30,6 +30,7 @@ from loadgen import build_request, run_load
 from pyspy import Profiler
 
 from vmhealth.binaries import require_binary
+from vmhealth.keys import derive_vm_key
 from vmhealth.processes import free_port
 from vmhealth.simulator.testing import running_simulator
 
@@ -57,15 +58,17 @@ def pushgateway_body(vmid: int, node: str, now: float) -> bytes:
             f'vmhealth_guest_info{{hostname="{r["hostname"]}",node="{node}"}} 1\n').encode()
 
 
-def requests_for(target: str, guests: int, nodes: int) -> list[bytes]:
-    """One prebuilt request per guest (the heartbeat time is the receiver's, so they can be reused)."""
+def requests_for(target: str, guests: int, nodes: int, cluster: str = "sim") -> list[bytes]:
+    """One prebuilt request per guest, each with the guest's own key (the heartbeat time is the
+    receiver's, so they can be reused)."""
     now = time.time()
     out = []
     for i in range(guests):
         vmid, node = FIRST_VMID + i, f"pve{i % nodes + 1}"
         if target == "vmhealth":
             out.append(build_request("POST", "/api/health/report", json.dumps(report(vmid, node, now)).encode(),
-                                     {"Content-Type": "application/json", "X-API-Key": API_KEY}))
+                                     {"Content-Type": "application/json",
+                                      "X-API-Key": derive_vm_key(API_KEY, cluster, vmid)}))
         else:
             out.append(build_request("POST", f"/metrics/job/vmhealth/instance/{vmid}",
                                      pushgateway_body(vmid, node, now), {"Content-Type": "text/plain"}))

@@ -30,6 +30,7 @@ from common import exporter_child, ratio, summary, write_result
 from hostile_clients import ConnectionFlood
 from webhook_latency import TOKEN, notification, webhook
 
+from vmhealth.keys import derive_vm_key
 from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import running_simulator
 
@@ -52,7 +53,7 @@ def probes(target: str, url: str, cluster: str, vmid: int) -> dict[str, Any]:
     if target == "exporter":
         report = {"hostname": f"vm{vmid}", "vmid": str(vmid), "cluster": cluster, "cpuUsage": 1}
         main = lambda: requests.post(f"{url}/api/health/report", json=report,  # noqa: E731
-                                     headers={"X-API-Key": AGENT_KEY}, timeout=60)
+                                     headers={"X-API-Key": derive_vm_key(AGENT_KEY, cluster, vmid)}, timeout=60)
     else:
         body = notification(cluster, [vmid], "2026-01-01T00:00:00Z")
         body["status"] = "resolved"

@@ -36,6 +36,10 @@ from vmhealth.process_counters import auth_failed
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+SHARED_KEY_REFUSED = (
+    "this exporter accepts only per-VM keys: give the guest its own key, HMAC-SHA256(exporter.api_key, "
+    "\"<cluster>:<vmid>\") in hex, which `vmhealth agent-key --cluster CLUSTER --vmid VMID` prints; or set "
+    "exporter.per_vm_keys: false to accept the shared key (then any guest can report for any other)")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class Exporter:
         self.store.load(restored)
         if restored:
             log.info("restored last-seen state of %d guests", len(restored))
+        if not config.exporter.per_vm_keys:
+            log.warning("exporter.per_vm_keys is false: the shared agent key is accepted, and any guest holding it "
+                        "can report for any other (keep a hung neighbour looking alive); give guests their own keys "
+                        "(`vmhealth agent-key`) and remove the setting")
         idle = self.db.load_idle()
         self.pollers = {c.name: ClusterPoller(c, self.store, config, self.db, idle.get(c.name))
                         for c in config.clusters}
@@ -195,6 +203,8 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
     if not authorized:
         identity, authorized = _authenticate_claim(exporter, key, data)
     if not authorized:
+        if same_secret(key, exporter.config.exporter.api_key or ""):
+            return "unauthorized", 401, SHARED_KEY_REFUSED, None
         return "unauthorized", 401, "wrong API key", None
     parsed = parse_report(data, time.time(), identified=identity is not None)
     if not isinstance(parsed, Report):
@@ -268,6 +278,12 @@ def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> G
                 where = f"in clusters {', '.join(listing)}" if listing else "in no configured cluster"
                 return Refusal("invalid", 400, f"vmid {vmid} is {where}; send \"cluster\" in the report")
             cluster = listing[0]
+    if parsed.uuid:
+        owner = exporter.store.vmid_for_uuid(parsed.uuid, queue=False)
+        if owner is not None and owner != (cluster, vmid):
+            # whatever the key: a report never speaks for the guest whose UUID it borrows
+            return Refusal("forbidden", 403, f"SMBIOS UUID {parsed.uuid} belongs to guest {owner[0]}/{owner[1]}, "
+                           f"not to {cluster}/{vmid}")
     return cluster, vmid
 
 

@@ -146,7 +146,7 @@ class Store:
                 name for name, state in self.clusters.items() if state.snapshot and vmid in state.snapshot.guests
             ]
 
-    def vmid_for_uuid(self, uuid: str) -> GuestKey | None:
+    def vmid_for_uuid(self, uuid: str, queue: bool = True) -> GuestKey | None:
         """The guest whose VM config has this SMBIOS UUID; unknown ones are queued for lookup."""
         uuid = uuid.lower()
         with self.lock:
@@ -154,7 +154,7 @@ class Store:
                 vmid = state.uuids.get(uuid)
                 if vmid is not None:
                     return name, vmid
-            if len(self._pending_uuids) < 10_000:
+            if queue and len(self._pending_uuids) < 10_000:
                 self._pending_uuids.setdefault(uuid, time.time())
         return None
 

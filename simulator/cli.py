@@ -93,8 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agents.add_argument("--agent-interval", type=_duration, default=30.0, metavar="DURATION",
                         help="heartbeat interval (default 30s)")
     agents.add_argument("--agent-key", default="", help="the exporter's api_key")
-    agents.add_argument("--agent-key-mode", choices=["shared", "per-vm"], default="shared",
-                        help="send the shared key, or each guest's HMAC(api_key, cluster:vmid) (default shared)")
+    agents.add_argument("--agent-key-mode", choices=["shared", "per-vm"], default="per-vm",
+                        help="send each guest's HMAC(api_key, cluster:vmid), as vmhealth's exporter wants by default, "
+                        "or the shared key (default per-vm)")
     agents.add_argument("--agent-workers", type=int, default=16, help="HTTP senders (default %(default)s)")
 
 

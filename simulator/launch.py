@@ -37,7 +37,7 @@ class SimOptions:
     agents_to: str | None = None
     agent_interval: float = 30.0
     agent_key: str = ""
-    agent_key_mode: str = "shared"
+    agent_key_mode: str = "per-vm"
     agent_jitter: float = 0.1
     agent_workers: int = 16
 

@@ -63,7 +63,7 @@ class RunningSimulator(SimControl):
 @contextmanager
 def running_simulator(
     nodes: int = 3, guests: int = 30, lxc: int = 0, templates: int = 0, agents_to: str | None = None,
-    agent_interval: float = 30.0, agent_key: str = "", agent_key_mode: str = "shared", cluster_name: str = "sim",
+    agent_interval: float = 30.0, agent_key: str = "", agent_key_mode: str = "per-vm", cluster_name: str = "sim",
     token_id: str = "root@pam!sim", token_secret: str = "sim-secret", boot_seconds: float = 1.0,
     task_seconds: float = 0.2, port: int = 0, subprocess: bool = False, start_timeout: float = 30.0,
     agent_ping_delay: float = 0.0,

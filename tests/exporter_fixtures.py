@@ -20,7 +20,9 @@ def exporter_config(tmp_path: Path, clusters: tuple[str, ...] = ("lab",), thresh
              "token_id": "monitor@pve!vmhealth", "token_secret": "secret-uuid", "timeout": "2s"}
             for i, name in enumerate(clusters)
         ],
-        "exporter": {"api_key": API_KEY, "database_url": f"sqlite:///{tmp_path}/exporter.db", **exporter},
+        # the shared key for every guest: explicitly allowed, as unit tests play many guests with one key
+        "exporter": {"api_key": API_KEY, "database_url": f"sqlite:///{tmp_path}/exporter.db", "per_vm_keys": False,
+                     **exporter},
     }
     if thresholds is not None:
         raw["thresholds"] = thresholds

@@ -9,6 +9,7 @@ import pytest
 import responses
 
 from tests.exporter_fixtures import API_KEY, PVE, cluster_status, exporter_config, report, resource
+from vmhealth.config import load
 from vmhealth.exporter.app import create_app
 from vmhealth.keys import derive_vm_key
 
@@ -156,13 +157,44 @@ def test_per_vm_key_without_vmid_identifies_the_guest(app):
     assert ("lab", 200) in heartbeats(app)
 
 
-def test_shared_key_refused_when_only_per_vm_keys_are_allowed(tmp_path):
-    app = create_app(exporter_config(tmp_path, per_vm_keys=True), start=False)
+def test_by_default_only_per_vm_keys_are_accepted_and_the_refusal_says_how(tmp_path, caplog):
+    config = exporter_config(tmp_path)
+    defaults = load(raw={"clusters": [{"name": "lab", "host": "pve1.example.org:8006", "token_id": "a@pve!b",
+                                       "token_secret": "s"}], "exporter": {"api_key": API_KEY}}, environ={})
+    assert defaults.exporter.per_vm_keys is True  # a configuration that does not set it
+    config.exporter.per_vm_keys = defaults.exporter.per_vm_keys
+    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.app"):
+        app = create_app(config, start=False)
+    assert "per_vm_keys is false" not in caplog.text
     try:
-        assert post(app, report(100)).status_code == 401
+        reply = post(app, report(100))
+        assert reply.status_code == 401
+        assert "vmhealth agent-key --cluster CLUSTER --vmid VMID" in reply.json["error"]
+        assert "exporter.per_vm_keys: false" in reply.json["error"]
         assert post(app, report(100), key=derive_vm_key(API_KEY, "lab", 100)).status_code == 200
+        assert post(app, report(100), key="wrong-key-for-anyone").json["error"] == "wrong API key"
     finally:
         app.extensions["vmhealth_exporter"].db.close()
+
+
+def test_the_shared_key_opt_out_is_warned_about_once_at_start(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.app"):
+        app = create_app(exporter_config(tmp_path, per_vm_keys=False), start=False)
+    app.extensions["vmhealth_exporter"].db.close()
+    assert caplog.text.count("exporter.per_vm_keys is false: the shared agent key is accepted") == 1
+
+
+def test_a_report_borrowing_another_guests_uuid_is_refused_whatever_the_key(app):
+    exporter = app.extensions["vmhealth_exporter"]
+    exporter.store.add_uuids("lab", {100: "11111111-2222-3333-4444-555555555555"})
+    post(app, report(100, hostname="the-real-100"))
+    borrowed = {**report(101, hostname="impostor"), "uuid": "11111111-2222-3333-4444-555555555555"}
+    for key in (API_KEY, derive_vm_key(API_KEY, "lab", 101)):
+        reply = post(app, borrowed, key=key)
+        assert reply.status_code == 403 and "belongs to guest lab/100, not to lab/101" in reply.json["error"]
+    own_key_no_vmid = {k: v for k, v in borrowed.items() if k != "vmid"}
+    assert post(app, own_key_no_vmid, key=derive_vm_key(API_KEY, "lab", 101)).status_code == 403
+    assert heartbeats(app)[("lab", 100)].hostname == "the-real-100" and ("lab", 101) not in heartbeats(app)
 
 
 def test_unknown_guests_are_capped(app):

@@ -22,7 +22,7 @@ def write_config(tmp_path: Path, port: int, pve_port: int) -> Path:
     config = {
         "clusters": [{"name": "lab", "host": f"127.0.0.1:{pve_port}", "token_id": "monitor@pve!vmhealth",
                       "token_secret_file": str(secret), "verify_ssl": False, "timeout": "1s"}],
-        "exporter": {"listen": f"127.0.0.1:{port}", "api_key": API_KEY, "poll_interval": "1s",
+        "exporter": {"listen": f"127.0.0.1:{port}", "api_key": API_KEY, "per_vm_keys": False, "poll_interval": "1s",
                      "flush_interval": "1s", "database_url": f"sqlite:///{tmp_path}/exporter.db"},
     }
     path = tmp_path / "vmhealth.yml"

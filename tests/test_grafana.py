@@ -268,8 +268,6 @@ def stack(postgres_url: str, tmp_path: Path) -> Iterator[Any]:
 @pytest.mark.binaries
 @pytest.mark.postgres
 def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> None:
-    from vmhealth.stack import AGENT_KEY
-
     started = time.time()
     _wait(lambda: len(stack.query('cluster_vmid:vmhealth_guest_health:state{health="healthy"}')) == 10, 60,
           "every guest to report")
@@ -279,7 +277,8 @@ def test_every_dashboard_query_returns_data(stack: Any, postgres_url: str) -> No
     # the guest that hangs had an agent that reports network counters, load and an extra mount
     stack.sim.hang(reset_vmid)
     for sent in range(3):
-        reply = requests.post(f"{stack.urls['exporter']}/api/health/report", headers={"X-API-Key": AGENT_KEY},
+        reply = requests.post(f"{stack.urls['exporter']}/api/health/report",
+                              headers={"X-API-Key": stack.agent_key(reset_vmid)},
                               json=_heartbeat(reset_vmid, guests[reset_vmid], stack.cluster, sent), timeout=10)
         assert reply.status_code == 200, reply.text
         time.sleep(2.5)

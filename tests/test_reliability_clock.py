@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import binary
 from tests.e2e_support import describe, ever_alerted, ever_hung, latency_bound, settings, settled, wait_for_reset
+from vmhealth.keys import derive_vm_key
 from vmhealth.stack import AGENT_KEY, Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
@@ -61,7 +62,8 @@ class SkewedAgents:
                             "diskUsage": 1000, "diskTotal": 10000, "uptime": 3600,
                             "timestamp": int(time.time() + skew), "cluster": self.cluster}
                     try:
-                        reply = session.post(self.url, json=body, headers={"X-API-Key": AGENT_KEY}, timeout=5)
+                        key = derive_vm_key(AGENT_KEY, self.cluster, vmid)
+                        reply = session.post(self.url, json=body, headers={"X-API-Key": key}, timeout=5)
                         self.replies.append(reply.status_code)
                     except requests.RequestException:
                         self.replies.append(0)

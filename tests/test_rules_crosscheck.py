@@ -82,7 +82,7 @@ def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "clusters": [sim.cluster_config(role="audit")],
         # thresholds below the defaults, to show the rules follow the config
         "thresholds": {"cpu_percent": 70, "ram_percent": 85, "disk_percent": 90, "stale_timeout": "5m"},
-        "exporter": {"api_key": API_KEY, "database_url": f"sqlite:///{tmp_path}/exporter.db"},
+        "exporter": {"api_key": API_KEY, "per_vm_keys": False, "database_url": f"sqlite:///{tmp_path}/exporter.db"},
     }, components=("exporter",), environ={})
     clock = Clock(50)
     monkeypatch.setattr(app_module, "time", clock)

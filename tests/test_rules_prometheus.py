@@ -62,7 +62,7 @@ def exporter(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
     config = {
         "clusters": [sim.cluster_config(role="audit")],
         "thresholds": {"stale_timeout": "3s", "io_window": "2s"},
-        "exporter": {"listen": f"127.0.0.1:{port}", "poll_interval": "1s", "api_key": API_KEY,
+        "exporter": {"listen": f"127.0.0.1:{port}", "poll_interval": "1s", "api_key": API_KEY, "per_vm_keys": False,
                      "database_url": f"sqlite:///{tmp_path}/exporter.db", "threads": 2},
     }
     (tmp_path / "vmhealth.yml").write_text(yaml.safe_dump(config))

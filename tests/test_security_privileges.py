@@ -71,7 +71,7 @@ def test_the_exporter_does_everything_with_the_audit_token(sim: RunningSimulator
     from vmhealth.exporter.app import create_app
 
     raw = {"clusters": [sim.cluster_config(role="audit")], "thresholds": {"stale_timeout": "1s"},
-           "exporter": {"api_key": AGENT_KEY, "database_url": f"sqlite:///{tmp_path}/exporter.db"}}
+           "exporter": {"api_key": AGENT_KEY, "per_vm_keys": False, "database_url": f"sqlite:///{tmp_path}/exporter.db"}}
     app = create_app(load(raw=raw, environ={}, components=("exporter",)), start=False)
     try:
         sim.clear_requests()

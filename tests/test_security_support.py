@@ -77,7 +77,7 @@ def exporter_config(sim: Any, folder: Path, role: str = "audit", **exporter: Any
     """An exporter section for a simulator (poll every second, SQLite in `folder`)."""
     return {
         "clusters": [sim.cluster_config(role=role)],
-        "exporter": {"api_key": AGENT_KEY, "poll_interval": "1s", "flush_interval": "1s",
+        "exporter": {"api_key": AGENT_KEY, "per_vm_keys": False, "poll_interval": "1s", "flush_interval": "1s",
                      "database_url": f"sqlite:///{folder}/exporter.db", **exporter},
     }
 

@@ -71,7 +71,7 @@ def receiver() -> Iterator[Receiver]:
 
 def test_every_running_guest_reports_the_original_payload(receiver: Receiver) -> None:
     with running_simulator(nodes=2, guests=4, lxc=2, templates=1, agents_to=receiver.url, agent_interval=0.5,
-                           agent_key="shared-key", boot_seconds=0.2) as sim:
+                           agent_key="shared-key", agent_key_mode="shared", boot_seconds=0.2) as sim:
         receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102, 103, 104, 105})
         # The receiver logs a report before its reply reaches the sender, which counts it after.
         receiver.wait_for(lambda: sim.agents()["results"].get("200", 0) >= 6)

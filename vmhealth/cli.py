@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("vmhealth.exporter.cli", "serve heartbeat ingest, Proxmox state and /metrics"),
     "agent": ("vmhealth.agent.cli", "report this guest's health: push heartbeats and/or serve /metrics"),
     "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
+    "agent-key": ("vmhealth.keycli", "print a guest's own agent key, derived from exporter.api_key"),
     "sim": ("vmhealth.simulator.cli", "run a simulated Proxmox VE cluster (HTTPS API, faults, agents)"),
     "demo": ("vmhealth.demo", "watch a simulated guest hang and be reset: the whole product on loopback"),
     "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),

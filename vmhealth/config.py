@@ -148,7 +148,8 @@ SCHEMA = Section(
                 "listen": Key("listen", "127.0.0.1:9747"),
                 "poll_interval": Key("duration", "15s", doc="how often each cluster is read"),
                 "api_key": Key("str", None, secret=True, doc="agents' shared key; per-VM keys derive from it"),
-                "per_vm_keys": Key("bool", False, doc="accept only per-VM keys HMAC(api_key, cluster:vmid)"),
+                "per_vm_keys": Key(
+                    "bool", True, doc="only per-VM keys HMAC(api_key, cluster:vmid); false accepts the shared key"),
                 "database_url": Key("url", "sqlite:///vmhealth-exporter.db"),
                 "flush_interval": Key("duration", "5s", doc="write-behind period of last-seen state"),
                 "max_unknown_guests": Key(

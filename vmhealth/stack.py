@@ -205,6 +205,12 @@ class Stack:
             process.stop()
 
     # what the stack knows ---------------------------------------------------------------------
+    def agent_key(self, vmid: int) -> str:
+        """The guest's own agent key, as the simulator's agents send it (the exporter takes no other)."""
+        from vmhealth.keys import derive_vm_key
+
+        return derive_vm_key(AGENT_KEY, self.cluster, vmid)
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         """A Prometheus instant query's result vector."""
         reply = requests.get(f"{self.urls['prometheus']}/api/v1/query", params={"query": expr}, timeout=10)
