@@ -95,7 +95,7 @@ def agent_env(**extra: str) -> dict[str, str]:
 def measure_push(cycles: int, interval: float) -> dict[str, Any]:
     receiver = Receiver()
     env = agent_env(VMHEALTH_AGENT_EXPORTER_URL=f"http://127.0.0.1:{receiver.server_address[1]}",
-                    VMHEALTH_AGENT_API_KEY="bench", VMHEALTH_AGENT_INTERVAL=f"{interval}s",
+                    VMHEALTH_AGENT_API_KEY="bench-footprint-agent-key", VMHEALTH_AGENT_INTERVAL=f"{interval}s",
                     VMHEALTH_AGENT_TIMEOUT=f"{interval * 0.8}s", VMHEALTH_AGENT_MODE="push")
     proc = subprocess.Popen([sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"], env=env)
     try:

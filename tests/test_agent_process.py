@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from vmhealth.keys import derive_vm_key
 from vmhealth.processes import stop_process
 
 pytestmark = pytest.mark.slow
@@ -149,7 +150,8 @@ def test_agent_identified_by_smbios_uuid_reports_and_survives_an_exporter_restar
     # As Proxmox writes it in the VM config, and as Windows shows it to the guest (upper case).
     uuid = smbios1.split("uuid=", 1)[1].split(",", 1)[0].upper()
     agent, log = start_agent(tmp_path, "agent", VMHEALTH_AGENT_EXPORTER_URL=exporter.url,
-                             VMHEALTH_AGENT_API_KEY=API_KEY, VMHEALTH_AGENT_UUID=uuid, VMHEALTH_AGENT_CLUSTER="lab")
+                             VMHEALTH_AGENT_API_KEY=derive_vm_key(API_KEY, "lab", vmid), VMHEALTH_AGENT_UUID=uuid,
+                             VMHEALTH_AGENT_CLUSTER="lab")
     try:
         first = wait_for(f"a heartbeat of vmid {vmid} found by UUID", lambda: exporter.heartbeat(vmid),
                          logs=lambda: log.read_text() + exporter.log.read_text())
@@ -170,7 +172,7 @@ def test_agent_identified_by_smbios_uuid_reports_and_survives_an_exporter_restar
     text = log.read_text()
     assert agent.returncode == 0, text
     assert text.count("unreachable") == 1, text  # a state change, logged once for many failed attempts
-    assert API_KEY not in text
+    assert API_KEY not in text and derive_vm_key(API_KEY, "lab", vmid) not in text
 
 
 def test_a_wrong_key_is_logged_once_and_clearly(tmp_path: Path, exporter: Exporter,
@@ -194,8 +196,9 @@ def test_a_wrong_key_is_logged_once_and_clearly(tmp_path: Path, exporter: Export
 def test_shell_agent_payload_is_accepted(tmp_path: Path, exporter: Exporter, simulator: dict[str, Any]) -> None:
     vmid = sorted(simulator["smbios"])[2]
     log = tmp_path / "sh.log"
-    env = clean_env(VMHEALTH_AGENT_EXPORTER_URL=exporter.url, VMHEALTH_AGENT_API_KEY=API_KEY,
-                    VMHEALTH_AGENT_VMID=str(vmid), VMHEALTH_AGENT_INTERVAL="1", VMHEALTH_AGENT_CLUSTER="lab")
+    env = clean_env(VMHEALTH_AGENT_EXPORTER_URL=exporter.url,
+                    VMHEALTH_AGENT_API_KEY=derive_vm_key(API_KEY, "lab", vmid), VMHEALTH_AGENT_VMID=str(vmid),
+                    VMHEALTH_AGENT_INTERVAL="1", VMHEALTH_AGENT_CLUSTER="lab")
     with log.open("ab") as handle:
         proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")],
                                 stdout=handle, stderr=subprocess.STDOUT, env=env)

@@ -65,8 +65,10 @@ def measure_reset(stack: Stack, vmid: int, since: float) -> tuple[dict, float, s
     wait_for(lambda: vmid in alert_vmids(stack, "VMHung"), bound, f"VMHung of guest {vmid} to be pending")
     last = stack.sim.guest(vmid)["agent_last_heartbeat"]
     assert last is not None and last <= since + 5, f"guest {vmid} never reported, or reported while hung: {last}"
-    # The exporter's heartbeat time is its receive time: the same moment, as Prometheus sees it.
-    [seen] = stack.query(f'max(vmhealth_heartbeat_timestamp_seconds{{vmid="{vmid}"}})')
+    # The exporter's heartbeat time is its receive time: the same moment, as Prometheus sees it (after a
+    # restart of the exporter, once Prometheus scraped it again: the failed scrape made the series stale).
+    query = f'max(vmhealth_heartbeat_timestamp_seconds{{vmid="{vmid}"}})'
+    [seen] = wait_for(lambda: stack.query(query), 15, f"Prometheus to have guest {vmid}'s heartbeat time")
     assert abs(float(seen["value"][1]) - last) < 1, (seen, last)
     task = wait_for_reset(stack, vmid, since, bound + 30)
     latency = task["requested_at"] - last
