@@ -68,6 +68,11 @@ def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
                                                       f"add ?cluster= (one of {', '.join(names)})"}), 400)
 
 
+def _bad_actor(who: Any) -> bool:
+    """Whether a manual request's `actor` cannot name who asked (`manual:<who>` in the history)."""
+    return not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who)
+
+
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset")
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
@@ -80,7 +85,7 @@ def reset(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+    if _bad_actor(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     cluster, problem = _cluster(vmid)
     if problem:
@@ -120,7 +125,7 @@ def release(vmid: int) -> tuple[Any, int]:
         return problem
     body = request.get_json(silent=True) or {}
     who = body.get("actor", "admin") if isinstance(body, dict) else "admin"
-    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+    if _bad_actor(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
@@ -142,7 +147,7 @@ def close_incident(vmid: int) -> tuple[Any, int]:
     if not isinstance(reason, str) or not reason or len(reason) > 1000 or not utf8_text(reason):
         return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
                                                    "characters"}), 400
-    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+    if _bad_actor(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     try:
         closed = ctx.store.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}", f"manual: {reason}")
