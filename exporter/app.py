@@ -197,7 +197,7 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
         return "forbidden", 403, f"this key belongs to another guest, not to vmid {vmid}", None
     refusal = exporter.store.admit(cluster, vmid)
     if refusal:
-        return "unknown_guest", 404, refusal, None
+        return refusal[0], 404, refusal[1], None
     exporter.store.record(cluster, vmid, parsed.heartbeat)
     return "accepted", 200, f"Health report received for {parsed.heartbeat.hostname}", None
 

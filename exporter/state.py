@@ -17,9 +17,6 @@ from vmhealth.keys import derive_vm_key
 
 GuestKey = tuple[str, int]
 Amount = int | float  # a number as Proxmox gave it
-# Reports accepted for guests of a cluster that has never been polled successfully (we cannot yet
-# tell known from unknown); bounds memory if the API is unreachable from the start.
-MAX_GUESTS_BEFORE_FIRST_POLL = 100_000
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,13 @@ class Store:
         self.removed: set[GuestKey] = set()
         self.api_key = api_key
         self.max_unknown = max_unknown
+        # Per cluster, the guests that report but Proxmox does not list; before a cluster's first
+        # successful poll, the guests that report and were not restored from the database. Both are
+        # bounded by `max_unknown` (see `admit`).
         self._unknown: dict[str, set[int]] = {name: set() for name in self.clusters}
+        # Guests Proxmox has listed (in this process, or before: only those were ever written). Only
+        # these are persisted; the others live in memory until a poll lists them or they expire.
+        self._confirmed: set[GuestKey] = set()
         # per-VM key -> guest, rebuilt when a cluster's guest set changes
         self._vm_keys: dict[str, GuestKey] = {}
         self._vm_keys_by_cluster: dict[str, dict[str, GuestKey]] = {}
@@ -162,25 +165,34 @@ class Store:
         with self.lock:
             return len(self._pending_uuids)
 
-    def admit(self, cluster: str, vmid: int) -> str | None:
-        """None when a report for this guest may be stored, else why not (the unknown-guest cap)."""
+    def admit(self, cluster: str, vmid: int) -> tuple[str, str] | None:
+        """None when a report for this guest may be stored, else (result label, why not).
+
+        Guests Proxmox lists are always admitted, and so is any guest already reporting. Others count
+        against `exporter.max_unknown_guests` per cluster. Before a cluster's first successful poll
+        nothing can be told apart, so the same bound applies to every guest not restored from the
+        database (which holds only guests Proxmox listed): an exporter that starts while Proxmox is
+        unreachable holds at most that many guests it has never seen listed, whatever anyone sends.
+        The restored guests keep reporting; a guest new to the exporter waits (404, its agent tries
+        again every interval) until the first poll lists it, unless it fits in the bound.
+        """
         key = (cluster, vmid)
         with self.lock:
             if key in self.heartbeats:
                 return None
             state = self.clusters[cluster]
+            if state.snapshot is not None and vmid in state.snapshot.guests:
+                return None
+            if len(self._unknown[cluster]) < self.max_unknown:
+                return None
             if state.snapshot is None:
-                if len(self.heartbeats) >= MAX_GUESTS_BEFORE_FIRST_POLL:
-                    return f"cluster {cluster!r} has not been read from Proxmox yet and the guest limit is reached"
-                return None
-            if vmid in state.snapshot.guests:
-                return None
-            if len(self._unknown[cluster]) >= self.max_unknown:
-                return (
-                    f"vmid {vmid} is not a guest Proxmox lists in cluster {cluster!r}, and the limit of "
-                    f"{self.max_unknown} unknown guests (exporter.max_unknown_guests) is reached"
-                )
-        return None
+                return "not_polled_yet", (
+                    f"cluster {cluster!r} has not been read from Proxmox yet, and the limit of {self.max_unknown} "
+                    f"guests it did not list before (exporter.max_unknown_guests) is reached; vmid {vmid} will be "
+                    "accepted once a poll lists it")
+            return "unknown_guest", (
+                f"vmid {vmid} is not a guest Proxmox lists in cluster {cluster!r}, and the limit of "
+                f"{self.max_unknown} unknown guests (exporter.max_unknown_guests) is reached")
 
     def record(self, cluster: str, vmid: int, heartbeat: Heartbeat) -> None:
         key = (cluster, vmid)
@@ -190,7 +202,7 @@ class Store:
             self._page_keys.add(key)
             self.removed.discard(key)
             snapshot = self.clusters[cluster].snapshot
-            if snapshot is not None and vmid not in snapshot.guests:
+            if (key not in self._confirmed) if snapshot is None else (vmid not in snapshot.guests):
                 self._unknown[cluster].add(vmid)
             self.clusters[cluster].paused.pop(vmid, None)
 
@@ -210,6 +222,8 @@ class Store:
             self._unknown[cluster] = {
                 vmid for (c, vmid) in self.heartbeats if c == cluster and vmid not in snapshot.guests
             }
+            if changed:
+                self._confirmed.update((cluster, vmid) for vmid in snapshot.guests)
         if changed and self.api_key:
             self._rebuild_keys(cluster, snapshot)
 
@@ -266,25 +280,35 @@ class Store:
                 self.dirty.discard(key)
                 self.removed.add(key)
                 self._unknown[cluster].discard(key[1])
+                self._confirmed.discard(key)
             cutoff = time.time() - 3600
             self._pending_uuids = {u: t for u, t in self._pending_uuids.items() if t > cutoff}
         return gone
 
     # --- persistence ------------------------------------------------------------------------
     def load(self, heartbeats: dict[GuestKey, Heartbeat]) -> None:
-        """Restore last-seen state at start; guests of clusters no longer configured are ignored."""
+        """Restore last-seen state at start; guests of clusters no longer configured are ignored.
+
+        What was stored had been listed by Proxmox, so these guests count as confirmed.
+        """
         with self.lock:
             for key, hb in heartbeats.items():
                 if key[0] in self.clusters:
                     self.heartbeats[key] = hb
                     self._page_keys.add(key)
+                    self._confirmed.add(key)
 
     def take_changes(self) -> tuple[dict[GuestKey, Heartbeat], set[GuestKey]]:
-        """The heartbeats changed and the guests removed since the last call."""
+        """The heartbeats changed and the guests removed since the last call.
+
+        Guests Proxmox has not listed stay out (and stay marked changed): they are written once a
+        poll lists them, never before, so a forged guest is never restored at the next start.
+        """
         with self.lock:
-            changed = {key: self.heartbeats[key] for key in self.dirty if key in self.heartbeats}
+            changed = {key: self.heartbeats[key] for key in self.dirty
+                       if key in self.heartbeats and key in self._confirmed}
             removed = set(self.removed)
-            self.dirty.clear()
+            self.dirty = {key for key in self.dirty if key in self.heartbeats and key not in self._confirmed}
             self.removed.clear()
         return changed, removed
 
