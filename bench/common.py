@@ -93,6 +93,29 @@ def exporter_child(workdir: Path, port: int, cluster: dict[str, Any], api_key: s
     return child
 
 
+def prometheus_child(workdir: Path, port: int, target: str, interval: float, job: str = "vmhealth-exporter") -> Child:
+    """Debian's Prometheus scraping `target` (host:port) every `interval` seconds; ready when it returns."""
+    from vmhealth.binaries import require_binary
+
+    def duration(seconds: float) -> str:  # Prometheus' durations take whole numbers of a unit
+        return f"{seconds:g}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+    config = {"global": {"scrape_interval": duration(interval), "scrape_timeout": duration(min(interval, 10))},
+              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}]}
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    child = Child("prometheus", [
+        require_binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ], workdir)
+    try:
+        child.wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children (gunicorn's master and worker)."""
     root = psutil.Process(pid)

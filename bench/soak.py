@@ -43,7 +43,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import Child
+from common import Child, prometheus_child
 
 from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port, wait_for
@@ -92,19 +92,7 @@ def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
 
 
 def start_prometheus(exporter_port: int, port: int, settings: Settings, workdir: Path) -> Child:
-    interval = f"{settings.scrape_interval:g}s"
-    config = {
-        "global": {"scrape_interval": interval, "scrape_timeout": f"{min(settings.scrape_interval, 10):g}s"},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
-    }
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    child = Child("prometheus", [
-        require_binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ], workdir)
-    wait_for(lambda: child.alive() and _ok(f"http://127.0.0.1:{port}/-/ready"), 60, "Prometheus to be ready", 0.5)
-    return child
+    return prometheus_child(workdir, port, f"127.0.0.1:{exporter_port}", settings.scrape_interval, JOB)
 
 
 # --- what is sampled ---------------------------------------------------------------------------------
