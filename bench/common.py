@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,20 @@ def prometheus_child(workdir: Path, port: int, target: str, interval: float, job
         child.stop()
         raise
     return child
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its children (gunicorn's master and worker)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
 
 
 def cpu_seconds(pid: int) -> float:

@@ -34,7 +34,7 @@ import statistics
 import sys
 import threading
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import Child, prometheus_child
+from common import Child, prometheus_child, tree_rss
 
 from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port, wait_for
@@ -96,20 +96,6 @@ def start_prometheus(exporter_port: int, port: int, settings: Settings, workdir:
 
 
 # --- what is sampled ---------------------------------------------------------------------------------
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its children (gunicorn's master and worker)."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        with suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
-
 
 def agent_counts(sim: RunningSimulator) -> dict[str, Any]:
     """The simulated agents' statistics: heartbeats per HTTP status ("error": no answer), how far behind."""
