@@ -25,6 +25,9 @@ log = logging.getLogger("vmhealth.agent.collect")
 # Interfaces that carry no guest traffic; their counters would only double what the NICs see.
 _LOOPBACK = ("lo", "Loopback Pseudo-Interface")
 _INSIDE_OTHERS = frozenset({"guest", "guest_nice", "interrupt", "dpc"})
+# The exporter keeps the first 16 disks of a report (vmhealth.exporter.state.MAX_DISKS); the agent
+# sends no more: the first 16 of `agent.mounts` that it can read, in the configured order.
+MAX_DISKS = 16
 
 
 @dataclass
@@ -89,7 +92,10 @@ class Collector:
         """`ps`, `root` and `loadavg` are the OS's own unless a test gives another OS's shapes."""
         self.ps = ps
         self.root_path = root or root_volume()
-        self.mounts = [m for m in (mounts or []) if m != self.root_path]
+        self.mounts = [m for m in dict.fromkeys(mounts or []) if m != self.root_path]
+        if len(self.mounts) > MAX_DISKS:
+            log.warning("%d mounts configured; each report carries the first %d that can be read, in the "
+                        "configured order (the exporter keeps no more)", len(self.mounts), MAX_DISKS)
         self.loadavg = _default_loadavg() if loadavg == "os" else loadavg
         self._failing: set[str] = set()
         self._boot_time: float | None = self._part("boot_time", self.ps.boot_time)
@@ -147,6 +153,8 @@ class Collector:
             sample.swap_total_bytes, sample.swap_used_bytes = int(swap.total), int(swap.used)
         sample.root = self._disk(self.root_path)
         for mount in self.mounts:
+            if len(sample.disks) == MAX_DISKS:
+                break
             disk = self._disk(mount)
             if disk is not None:
                 sample.disks.append(disk)

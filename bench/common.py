@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,43 @@ def exporter_child(workdir: Path, port: int, cluster: dict[str, Any], api_key: s
         child.stop()
         raise
     return child
+
+
+def prometheus_child(workdir: Path, port: int, target: str, interval: float, job: str = "vmhealth-exporter") -> Child:
+    """Debian's Prometheus scraping `target` (host:port) every `interval` seconds; ready when it returns."""
+    from vmhealth.binaries import require_binary
+
+    def duration(seconds: float) -> str:  # Prometheus' durations take whole numbers of a unit
+        return f"{seconds:g}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+    config = {"global": {"scrape_interval": duration(interval), "scrape_timeout": duration(min(interval, 10))},
+              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}]}
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    child = Child("prometheus", [
+        require_binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ], workdir)
+    try:
+        child.wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its children (gunicorn's master and worker)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
 
 
 def cpu_seconds(pid: int) -> float:

@@ -57,11 +57,11 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _worker(port: int, make: Callable[[int], bytes], first: int, step: int, until: float,
-                  result: LoadResult) -> None:
+                  result: LoadResult, count: int | None) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     n = first
     try:
-        while time.perf_counter() < until:
+        while time.perf_counter() < until and (count is None or n < count):
             request = make(n)
             n += step
             started = time.perf_counter()
@@ -84,15 +84,18 @@ async def _worker(port: int, make: Callable[[int], bytes], first: int, step: int
         writer.close()
 
 
-async def _run(port: int, make: Callable[[int], bytes], connections: int, seconds: float) -> LoadResult:
+async def _run(port: int, make: Callable[[int], bytes], connections: int, seconds: float,
+               count: int | None = None) -> LoadResult:
     result = LoadResult()
     started = time.perf_counter()
     until = started + seconds
-    await asyncio.gather(*(_worker(port, make, i, connections, until, result) for i in range(connections)))
+    await asyncio.gather(*(_worker(port, make, i, connections, until, result, count) for i in range(connections)))
     result.seconds = time.perf_counter() - started
     return result
 
 
-def run_load(port: int, make: Callable[[int], bytes], connections: int, seconds: float) -> LoadResult:
-    """Send `make(n)` (n = 0, 1, 2, ... across connections) for `seconds` over `connections` connections."""
-    return asyncio.run(_run(port, make, connections, seconds))
+def run_load(port: int, make: Callable[[int], bytes], connections: int, seconds: float,
+             count: int | None = None) -> LoadResult:
+    """Send `make(n)` (n = 0, 1, 2, ... across connections) for `seconds` over `connections` connections;
+    with `count`, stop earlier once n = 0 ... count - 1 are sent."""
+    return asyncio.run(_run(port, make, connections, seconds, count))

@@ -27,6 +27,8 @@ from report import headline, render
 BENCH = Path(__file__).resolve().parent
 DOC = BENCH.parent / "docs" / "benchmarks.md"
 LAST_RUN = BENCH / "last-run.json"  # the results docs/benchmarks.md shows, kept in the repository
+# What follows this line in the page is written by hand from scripts run on their own; rendering keeps it.
+KEPT = "<!-- Below: scripts run on their own, numbers copied by hand; bench/run_all.py keeps this part. -->"
 # name -> extra arguments of the full run
 SCRIPTS: dict[str, list[str]] = {
     "scrape_cost": ["--profile"],
@@ -90,7 +92,9 @@ def main() -> int:
         print(f"wrote {combined_path} ({combined['this_run_s']:.0f} s)")
     if not args.smoke:
         combined = json.loads((combined_path if not args.render_only else LAST_RUN).read_text())
-        args.doc.write_text(render(combined, BENCH / "profiles"))
+        old = args.doc.read_text() if args.doc.exists() else ""
+        kept = old[old.index(KEPT):] if KEPT in old else ""
+        args.doc.write_text(render(combined, BENCH / "profiles") + ("\n" + kept if kept else ""))
         print(f"wrote {os.path.relpath(args.doc)}")
     return 0
 

@@ -34,7 +34,7 @@ import statistics
 import sys
 import threading
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import Child
+from common import Child, prometheus_child, tree_rss
 
 from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port, wait_for
@@ -92,36 +92,10 @@ def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
 
 
 def start_prometheus(exporter_port: int, port: int, settings: Settings, workdir: Path) -> Child:
-    interval = f"{settings.scrape_interval:g}s"
-    config = {
-        "global": {"scrape_interval": interval, "scrape_timeout": f"{min(settings.scrape_interval, 10):g}s"},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
-    }
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    child = Child("prometheus", [
-        require_binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ], workdir)
-    wait_for(lambda: child.alive() and _ok(f"http://127.0.0.1:{port}/-/ready"), 60, "Prometheus to be ready", 0.5)
-    return child
+    return prometheus_child(workdir, port, f"127.0.0.1:{exporter_port}", settings.scrape_interval, JOB)
 
 
 # --- what is sampled ---------------------------------------------------------------------------------
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its children (gunicorn's master and worker)."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        with suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
-
 
 def agent_counts(sim: RunningSimulator) -> dict[str, Any]:
     """The simulated agents' statistics: heartbeats per HTTP status ("error": no answer), how far behind."""

@@ -71,6 +71,8 @@ class Exporter:
                         for c in config.clusters}
         self.write_behind = WriteBehind(self.store, self.db, config.exporter.flush_interval)
         self.reports: Counter[str] = Counter()
+        # values left out of stored heartbeats, by reason: disks_over_limit, label_rate
+        self.dropped: Counter[str] = Counter()
         self.page = Page(config)
         self._reports_lock = threading.Lock()
         self.scheduler: BackgroundScheduler | None = None
@@ -78,6 +80,11 @@ class Exporter:
     def count(self, result: str) -> None:
         with self._reports_lock:
             self.reports[result] += 1
+
+    def count_dropped(self, numbers: dict[str, int]) -> None:
+        """Values a stored heartbeat left out, by reason."""
+        with self._reports_lock:
+            self.dropped.update({reason: n for reason, n in numbers.items() if n})
 
     def poll_all(self) -> None:
         for poller in self.pollers.values():
@@ -219,8 +226,10 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
         return "forbidden", 403, f"this key belongs to another guest, not to vmid {vmid}", None
     refusal = exporter.store.admit(cluster, vmid)
     if refusal:
-        return "unknown_guest", 404, refusal, None
-    exporter.store.record(cluster, vmid, parsed.heartbeat)
+        return refusal[0], 404, refusal[1], None
+    labels_dropped = exporter.store.record(cluster, vmid, parsed.heartbeat, parsed.disks_dropped)
+    if parsed.disks_dropped or labels_dropped:
+        exporter.count_dropped({"disks_over_limit": parsed.disks_dropped, "label_rate": labels_dropped})
     return "accepted", 200, f"Health report received for {parsed.heartbeat.hostname}", None
 
 
@@ -292,8 +301,9 @@ def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> G
 def metrics() -> Response:
     exporter = _exporter()
     with exporter._reports_lock:
-        reports = dict(exporter.reports)
-    body, headers = exporter.page.scrape(exporter.store, reports, request.headers.get("Accept-Encoding", ""))
+        reports, dropped = dict(exporter.reports), dict(exporter.dropped)
+    body, headers = exporter.page.scrape(exporter.store, reports, request.headers.get("Accept-Encoding", ""),
+                                         dropped)
     return Response(body, headers=headers, mimetype=None, content_type=CONTENT_TYPE)
 
 

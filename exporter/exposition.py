@@ -70,6 +70,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_reports_total": ("counter", "Heartbeat reports received, by result."),
     CONNECTIONS_REFUSED.family: ("counter", CONNECTIONS_REFUSED.help),
     AUTH_FAILURES.family: ("counter", AUTH_FAILURES.help),
+    "vmhealth_report_values_dropped_total": (
+        "counter", "Values stored heartbeats left out, by reason: disks_over_limit (entries after the first 16), "
+                   "label_rate (a new hostname, node or mountpoint beyond a guest's allowance)."),
 }
 _HEADERS = {name: f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" for name, (kind, help_text) in
             FAMILIES.items()}
@@ -212,7 +215,8 @@ class Page:
             self._update(clusters, heartbeats, reports, keys, names)
             return self._gzipped()
 
-    def scrape(self, store: Store, reports: dict[str, int], accept_encoding: str) -> tuple[bytes, dict[str, str]]:
+    def scrape(self, store: Store, reports: dict[str, int], accept_encoding: str,
+               dropped: dict[str, int] | None = None) -> tuple[bytes, dict[str, str]]:
         """The body and headers of a scrape of `store`: gzip when the scraper accepts it (Prometheus does).
 
         The store's changes are taken under the page's lock, so that the background step and a scrape
@@ -220,7 +224,7 @@ class Page:
         """
         with self._lock:
             clusters, heartbeats, keys, names = store.page_view()
-            self._update(clusters, heartbeats, reports, keys, names)
+            self._update(clusters, heartbeats, reports, keys, names, dropped)
             if accepts_gzip(accept_encoding):
                 return self._gzipped(), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
             return self._plain(), {"Vary": "Accept-Encoding"}
@@ -249,9 +253,10 @@ class Page:
         return self._gzip
 
     def _update(self, clusters: dict[str, ClusterState], heartbeats: dict[GuestKey, Heartbeat],
-                reports: dict[str, int], keys: set[GuestKey] | None, names: set[str] | None) -> None:
+                reports: dict[str, int], keys: set[GuestKey] | None, names: set[str] | None,
+                dropped: dict[str, int] | None = None) -> None:
         self._update_guests(clusters, heartbeats, keys, names)
-        for name, text in self._static_lines(clusters, reports).items():
+        for name, text in self._static_lines(clusters, reports, dropped or {}).items():
             if self._static.get(name) != text:
                 self._static[name] = text
                 self._dirty.add(name)
@@ -357,7 +362,8 @@ class Page:
         monitored = is_monitored(guest.tags, exporter.monitor_tags, exporter.ignore_tags)
         lines["vmhealth_guest_monitored"] = f"vmhealth_guest_monitored{{{base}}} {int(monitored)}\n"
 
-    def _static_lines(self, clusters: dict[str, ClusterState], reports: dict[str, int]) -> dict[str, str]:
+    def _static_lines(self, clusters: dict[str, ClusterState], reports: dict[str, int],
+                      dropped: dict[str, int]) -> dict[str, str]:
         """family -> text of the per-cluster and counter families (a few lines; formatted every scrape)."""
         lines: dict[str, list[str]] = {name: [] for name in FAMILIES if name not in self._families}
         thresholds = self.config.thresholds
@@ -392,6 +398,9 @@ class Page:
             lines["vmhealth_reports_total"].append(f'vmhealth_reports_total{{result="{result}"}} {count}\n')
         for counter in (CONNECTIONS_REFUSED, AUTH_FAILURES):
             lines[counter.family].extend(counter.samples())
+        for reason, count in sorted(dropped.items()):
+            lines["vmhealth_report_values_dropped_total"].append(
+                f'vmhealth_report_values_dropped_total{{reason="{reason}"}} {count}\n')
         return {name: "".join(text) for name, text in lines.items()}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES
 
 from vmhealth import safejson
-from vmhealth.exporter.state import Disk, Heartbeat
+from vmhealth.exporter.state import MAX_DISKS, Disk, Heartbeat
 from vmhealth.textformat import utf8_text
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,10 @@ MAX_BYTES = 2**60  # 1 EiB: anything larger is a unit mistake or an attack
 MAX_MB = MAX_BYTES // MB
 MAX_UPTIME = 100 * 365 * 86400
 MAX_STRING = 255
-MAX_DISKS = 64
+# Disks kept per report: the first MAX_DISKS (state.py says why). Up to MAX_DISK_ENTRIES are checked
+# as before; the valid ones after the first MAX_DISKS are dropped, not refused (the heartbeat matters
+# more than the disks), and counted. A longer list is no agent's and gets 400.
+MAX_DISK_ENTRIES = 64
 MAX_VMID = 999_999_999
 
 
@@ -46,6 +49,7 @@ class Report:
     cluster: str | None
     uuid: str | None
     heartbeat: Heartbeat
+    disks_dropped: int = 0  # entries after the first MAX_DISKS
 
 
 def decode_json(body: bytes) -> dict[str, Any]:
@@ -71,6 +75,7 @@ class _Fields:
     def __init__(self, data: dict[str, Any]):
         self.data = data
         self.problems: dict[str, str] = {}
+        self.disks_dropped = 0
 
     def string(self, name: str, required: bool = False, limit: int = MAX_STRING) -> str | None:
         value = self.data.get(name)
@@ -137,8 +142,8 @@ class _Fields:
         if not isinstance(value, list):
             self.problems["disks"] = f"must be a list, got {type(value).__name__}"
             return ()
-        if len(value) > MAX_DISKS:
-            self.problems["disks"] = f"more than {MAX_DISKS} entries"
+        if len(value) > MAX_DISK_ENTRIES:
+            self.problems["disks"] = f"more than {MAX_DISK_ENTRIES} entries"
             return ()
         out = []
         for i, item in enumerate(value):
@@ -161,7 +166,8 @@ class _Fields:
                 continue
             if not sub.problems and mountpoint is not None and used is not None and total is not None:
                 out.append(Disk(mountpoint, int(used), int(total)))
-        return tuple(out)
+        self.disks_dropped = max(0, len(out) - MAX_DISKS)
+        return tuple(out[:MAX_DISKS])
 
 
 def _bytes(fields: _Fields, bytes_name: str, mb_name: str) -> int | None:
@@ -224,7 +230,8 @@ def parse_report(data: dict[str, Any], received: float, identified: bool = False
         agent_version=agent_version,
         guest_timestamp=guest_timestamp,
     )
-    return Report(vmid=vmid, cluster=cluster, uuid=uuid.lower() if uuid else None, heartbeat=heartbeat)
+    return Report(vmid=vmid, cluster=cluster, uuid=uuid.lower() if uuid else None, heartbeat=heartbeat,
+                  disks_dropped=fields.disks_dropped)
 
 
 REPORT_PATH = "/api/health/report"

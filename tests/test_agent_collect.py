@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vmhealth.agent.collect import Collector
+from vmhealth.agent.collect import MAX_DISKS, Collector
 from vmhealth.agent.payload import MB, Identity, build
 
 LinuxCpu = namedtuple("LinuxCpu", "user nice system idle iowait irq softirq steal guest guest_nice")
@@ -116,6 +116,22 @@ def test_a_failing_mount_is_dropped_logged_once_and_logged_again_when_it_recover
         ps.disks["/data"] = Disk(500, 5, 495, 1.0)
         assert [d.mountpoint for d in collector.collect().disks] == ["/data", "/srv"]
     assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_at_most_16_disks_the_first_readable_in_the_configured_order(caplog: pytest.LogCaptureFixture) -> None:
+    """The exporter keeps 16 disks per report; the agent sends those, the same ones every cycle."""
+    mounts = [f"/m{i:02}" for i in range(20)]
+    disks: dict[str, Any] = {"/": Disk(100, 40, 60, 40.0), **{m: Disk(1000, 1, 999, 0.1) for m in mounts}}
+    disks["/m03"] = PermissionError(13, "Permission denied")
+    with caplog.at_level(logging.WARNING, logger="vmhealth.agent.collect"):
+        collector = Collector([*mounts, "/m05"], ps=linux(disks=disks), root="/", loadavg=None)
+    assert any("20 mounts configured" in r.getMessage() for r in caplog.records)
+    expected = [m for m in mounts if m != "/m03"][:MAX_DISKS]
+    for _ in range(3):
+        sample = collector.collect()
+        assert [d.mountpoint for d in sample.disks] == expected
+    body = build(sample, Identity())
+    assert len(body["disks"]) == MAX_DISKS == 16
 
 
 def test_the_root_volume_is_not_reported_twice_when_also_listed_as_a_mount() -> None:

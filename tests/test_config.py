@@ -144,3 +144,28 @@ def test_format_duration():
 def test_test_suite_switches_are_not_config_keys():
     env = {"VMHEALTH_REQUIRE_POSTGRES": "1", "VMHEALTH_REQUIRE_BINARIES": "1", "VMHEALTH_TEST_POSTGRES_URL": "x"}
     assert load(raw={"clusters": [CLUSTER]}, environ=env).clusters[0].name == "lab"
+
+
+def test_incident_expiry_defaults_to_three_repeat_intervals_and_is_checked(tmp_path):
+    """webhook.policy.incident_expiry: 3x the webhook route's repeat_interval in the shipped
+    alertmanager.yml; zero, negative and non-durations are refused by name, also by check-config."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    route = next(r for r in yaml.safe_load((root / "alertmanager" / "alertmanager.yml").read_text())["route"]["routes"]
+                 if r["receiver"] == "vmhealth-webhook")
+    expiry = load(raw={"clusters": [CLUSTER]}, environ={}).webhook.policy.incident_expiry
+    assert expiry == 900 == 3 * parse_duration(route["repeat_interval"])
+    assert load(raw={"webhook": {"policy": {"incident_expiry": "2s"}}}, environ={}).webhook.policy.incident_expiry == 2
+    for bad, message in (("0s", "must be longer than 0s"), ("-5m", ""), ("soon", "")):
+        found = problems(raw={"webhook": {"policy": {"incident_expiry": bad}}}, environ={})
+        assert [p for p in found if p.startswith("webhook.policy.incident_expiry: ") and message in p], found
+    path = tmp_path / "vmhealth.yml"
+    path.write_text(yaml.safe_dump({"webhook": {"policy": {"incident_expiry": "0s"}}}))
+    checked = subprocess.run([sys.executable, "-m", "vmhealth", "check-config", str(path)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 2 and "webhook.policy.incident_expiry: must be longer than 0s" in checked.stderr

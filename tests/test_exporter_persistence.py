@@ -61,12 +61,12 @@ def test_restart_keeps_silence_and_health(tmp_path, database_url):
 def test_write_behind_batches_and_updates(tmp_path, database_url):
     _, exporter = start(tmp_path, database_url)
     for i in range(3):
-        exporter.store.record("lab", 100, Heartbeat(received=2_000.0 + i, hostname=f"h{i}"))
+        exporter.store.record("lab", 100, Heartbeat(received=2_000.0 + i, hostname="h", cpu_ratio=i / 10))
     assert exporter.write_behind.flush()
     exporter.store.record("lab", 101, Heartbeat(received=3_000.0, hostname="x"))
     assert exporter.write_behind.flush()
     loaded = exporter.db.load()
-    assert loaded[("lab", 100)].received == 2_002.0 and loaded[("lab", 100)].hostname == "h2"
+    assert loaded[("lab", 100)].received == 2_002.0 and loaded[("lab", 100)].cpu_ratio == 0.2
     assert set(loaded) == {("lab", 100), ("lab", 101)}
     exporter.stop()
 

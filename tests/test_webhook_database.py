@@ -21,7 +21,7 @@ from vmhealth.webhook import create_app
 from vmhealth.webhook.api import action_json
 from vmhealth.webhook.store import Store
 
-HEAD = "wh0003"
+HEAD = "wh0004"
 
 
 def test_migrations_upgrade_an_empty_database(database: str) -> None:
@@ -88,6 +88,29 @@ def test_migration_0003_adds_evidence_and_keeps_the_rows_of_0002(database: str) 
             100, "success", True, 1700000000, None)
         [row] = Store(engine).history()  # the webhook reads the old row: no evidence is an empty object
         assert action_json(row)["evidence"] == {} and action_json(row)["reason"] == "old"
+    finally:
+        engine.dispose()
+
+
+def test_migration_0004_lets_incidents_of_0003_expire_from_their_opening(database: str) -> None:
+    """Incidents opened before wh0004 have no last notification: they count from opened_at."""
+    engine = make_engine(database)
+    try:
+        upgrade(engine, "webhook", "wh0003")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "insert into webhook_incident (cluster, vmid, open_key, fingerprint, starts_at, alertname, state,"
+                " attempts, opened_at) values ('lab', 900001, 'lab/900001', 'fp', '2026-01-01T00:05:00Z', 'VMHung',"
+                " 'open', 0, 1700000000)"))
+        upgrade(engine, "webhook")
+        assert current_revision(engine, "webhook") == HEAD
+        column = {c["name"]: c for c in inspect(engine).get_columns("webhook_incident")}["last_notified_at"]
+        assert column["nullable"] is True
+        store = Store(engine)
+        assert store.expire(1700000000 + 900, 900) == []
+        [row] = store.expire(1700000000 + 1000, 900)
+        assert (row.vmid, row.outcome) == (900001, "closed:expired") and "for 1000s" in row.reason
+        assert store.open_incident_attempts() == []
     finally:
         engine.dispose()
 

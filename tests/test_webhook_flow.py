@@ -564,7 +564,8 @@ def test_escalation_stops_and_starts_after_a_failed_reset_but_not_for_ha_guests(
 def test_deep_nesting_is_a_400_on_every_json_route(make: Any, caplog: pytest.LogCaptureFixture) -> None:
     wh = make()
     deep = '{"alerts": ' + "[" * 30_000 + "]" * 30_000 + "}"
-    routes = (("/alerts", auth()), ("/api/vms/100/reset", auth(ADMIN)), ("/api/vms/100/release", auth(ADMIN)))
+    routes = (("/alerts", auth()), ("/api/vms/100/reset", auth(ADMIN)), ("/api/vms/100/release", auth(ADMIN)),
+              ("/api/vms/100/close-incident", auth(ADMIN)))
     for path, token in routes:
         reply = wh.client.post(path, data=deep, content_type="application/json", headers=token)
         assert reply.status_code == 400, (path, reply.status_code, reply.get_data(as_text=True)[:200])

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webhook": ("vmhealth.webhook.cli", "serve the Alertmanager receiver that resets hung guests, and its history"),
     "reset": ("vmhealth.webhook.resetcli", "reset a guest now, through the webhook's policy"),
     "release": ("vmhealth.webhook.releasecli", "end a guest's quarantine after its reset attempts ran out"),
+    "close-incident": ("vmhealth.webhook.closecli", "close a guest's incident whose resolved alert never comes"),
     "history": ("vmhealth.webhook.historycli", "print the remediation history as a table"),
 }
 

@@ -99,6 +99,10 @@ def _policy_section() -> Section:
             "task_timeout": Key("duration", "2m", doc="how long to follow a reset task's UPID"),
             "circuit_min_hung": Key("int", 2, minimum=1, doc="the circuit breaker needs at least this many hung"),
             "retry_interval": Key("duration", "1m", doc="after a skip for a passing reason, next look no sooner"),
+            "incident_expiry": Key(
+                "duration", "15m", doc="an incident with no notification this long closes as expired (3x the "
+                "webhook route's repeat_interval of 5m: a firing alert is sent again at least that often)"
+            ),
             "guest_agent_check": Key(
                 "str", "auto", choices=("auto", "off"),
                 doc="auto: before a reset, ping the QEMU guest agent where one is configured; an answer refuses",
@@ -530,6 +534,7 @@ def load(
     _check_thresholds(config, loader)
     _check_secrets(config, loader)
     _check_retention(config, loader)
+    _check_policy(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -606,6 +611,12 @@ def _check_clusters(config: SimpleNamespace, loader: _Loader) -> None:
 def _check_thresholds(config: SimpleNamespace, loader: _Loader) -> None:
     if config.thresholds.io_window is not None and config.thresholds.io_window <= 0:
         loader.problem("thresholds.io_window", "must be longer than 0s")
+
+
+def _check_policy(config: SimpleNamespace, loader: _Loader) -> None:
+    expiry = config.webhook.policy.incident_expiry
+    if expiry is not None and expiry <= 0:
+        loader.problem("webhook.policy.incident_expiry", "must be longer than 0s")
 
 
 def _check_required(config: SimpleNamespace, component: str, loader: _Loader) -> None:

@@ -1,4 +1,4 @@
-"""The manual API: reset and release a guest (admin token), read the remediation history.
+"""The manual API: reset and release a guest, close its incident (admin token), read the remediation history.
 
 A manual reset is recorded as an alert event of its own (actor `manual:<who>`) and decided inline by
 the same code as an alert's, so the whole policy applies; `force` lifts only the attempt limit and
@@ -69,6 +69,11 @@ def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
                                                       f"add ?cluster= (one of {', '.join(names)})"}), 400)
 
 
+def _bad_actor(who: Any) -> bool:
+    """Whether a manual request's `actor` cannot name who asked (`manual:<who>` in the history)."""
+    return not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who)
+
+
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset")
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
@@ -81,7 +86,7 @@ def reset(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+    if _bad_actor(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     cluster, problem = _cluster(vmid)
     if problem:
@@ -123,11 +128,38 @@ def release(vmid: int) -> tuple[Any, int]:
     if not isinstance(body, dict):
         return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
     who = body.get("actor", "admin")
-    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+    if _bad_actor(who):
         return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
     return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
+
+
+@bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/close-incident")
+@require_admin
+def close_incident(vmid: int) -> tuple[Any, int]:
+    """End the guest's open incident without a resolved notification (an alert that will never resolve)."""
+    ctx = current_app.extensions["vmhealth"]
+    cluster, problem = _cluster(vmid)
+    if problem:
+        return problem
+    body = safejson.request_json(request) if request.data else {}
+    if not isinstance(body, dict):
+        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
+    reason, who = body.get("reason", "closed by a person"), body.get("actor", "admin")
+    if not isinstance(reason, str) or not reason or len(reason) > 1000 or not utf8_text(reason):
+        return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
+                                                   "characters"}), 400
+    if _bad_actor(who):
+        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
+    try:
+        closed = ctx.store.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}", f"manual: {reason}")
+    except SQLAlchemyError:
+        return jsonify({"success": False, "error": "the database is unavailable; nothing was done"}), 503
+    if closed is None:
+        return jsonify({"success": False, "error": f"{cluster}/{vmid} has no open incident"}), 404
+    return jsonify({"success": True, "message": f"Closed incident {closed} of {cluster}/{vmid}",
+                    "incident": closed}), 200
 
 
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset-history")

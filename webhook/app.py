@@ -117,6 +117,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     def index() -> tuple[Any, int]:
         return jsonify({"service": "vmhealth webhook", "endpoints": [
             "POST /alerts", "POST /api/vms/<vmid>/reset", "POST /api/vms/<vmid>/release",
+            "POST /api/vms/<vmid>/close-incident",
             "GET /api/vms/<vmid>/reset-history", "GET /api/resets", "GET /metrics", "GET /healthz",
             "GET /openapi.yaml"]}), 200
 

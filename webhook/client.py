@@ -1,4 +1,4 @@
-"""The HTTP client behind `vmhealth reset`, `release` and `history`: they talk to a running webhook,
+"""The HTTP client behind `vmhealth reset`, `release`, `close-incident` and `history`: they talk to a running webhook,
 so the same policy, the same database and the same history apply whoever asks."""
 
 from __future__ import annotations
@@ -46,3 +46,17 @@ def call(method: str, url: str, token: str | None, timeout: float, **kwargs: Any
 
 def print_json(body: Any) -> None:
     print(json.dumps(body, indent=2))
+
+
+def admin_post(args: argparse.Namespace, vmid: int, route: str, needed_for: str,
+               body: dict[str, Any]) -> tuple[int, Any]:
+    """POST /api/vms/<vmid>/<route> with the admin token of --config; exits 2 when there is none."""
+    from vmhealth.cli import load_config_or_exit
+
+    config = load_config_or_exit(args, ())
+    if not config.webhook.admin_token:
+        print(f"vmhealth: webhook.admin_token: missing (needed to {needed_for})")
+        raise SystemExit(2)
+    params = {"cluster": args.cluster} if args.cluster else {}
+    return call("POST", f"{base_url(config, args.url)}/api/vms/{vmid}/{route}", config.webhook.admin_token,
+                args.timeout, params=params, json=body)

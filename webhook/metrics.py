@@ -24,7 +24,7 @@ class WebhookMetrics:
         self.registry.register(_ProcessCounters())
         self.actions_total = Counter(
             "vmhealth_remediation_actions", "Remediation decisions by action and result "
-            "(success, failed, unknown, dry-run, skipped:<reason>).", ["cluster", "action", "result"],
+            "(success, failed, unknown, dry-run, skipped:<reason>, closed:expired).", ["cluster", "action", "result"],
             registry=self.registry)
         self.notifications_total = Counter(
             "vmhealth_webhook_notifications", "Alerts received, by alert status and what became of them.",

@@ -16,6 +16,9 @@ from typing import Any
 
 from vmhealth.pve import PveError, is_timeout, parse_tags
 
+# Final refusals about a guest no configured Proxmox lists: its incident closes with them (`closed:<reason>`).
+CLOSING = frozenset({"not-found", "unknown-cluster"})
+
 # Reasons that pass by themselves: the next delivery of a still-firing alert looks again.
 TRANSIENT = frozenset(
     {"cooldown", "rate-limited", "busy", "circuit-open", "locked", "booting", "node-offline", "no-quorum",
@@ -56,6 +59,18 @@ def find_guest(resources: list[dict[str, Any]], vmid: int) -> dict[str, Any] | N
     return None
 
 
+def listed_running(resources: list[dict[str, Any]]) -> set[int]:
+    """The vmids /cluster/resources lists as running guests (templates left out)."""
+    return {int(entry["vmid"]) for entry in resources
+            if entry.get("type") in ("qemu", "lxc") and entry.get("status") == "running"
+            and not int(entry.get("template", 0) or 0)}
+
+
+def count_guests(resources: list[dict[str, Any]]) -> int:
+    """The guests of /cluster/resources, templates left out: the circuit breaker's denominator."""
+    return sum(1 for r in resources if r.get("type") in ("qemu", "lxc") and not int(r.get("template", 0) or 0))
+
+
 def check_node(cluster_status: list[dict[str, Any]], node: str) -> Skip | None:
     """The node must be online and, in a cluster, the cluster quorate (a standalone node has quorum)."""
     online = None
@@ -89,7 +104,10 @@ def check_guest(kind: str, status: dict[str, Any], boot_grace: float) -> Skip | 
 
 
 def check_circuit(hung: int, guests: int, max_fraction: float, min_hung: int) -> Skip | None:
-    """Too many of a cluster's guests hung at once means the monitoring broke, not the guests."""
+    """Too many of a cluster's guests hung at once means the monitoring broke, not the guests.
+
+    `hung` counts only open incidents of guests Proxmox lists as running (`listed_running`): alerts
+    for guests that do not exist, or are off, cannot open the breaker."""
     if guests <= 0 or hung < min_hung:
         return None
     if hung / guests > max_fraction:

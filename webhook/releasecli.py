@@ -16,16 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call
+    from vmhealth.webhook.client import admin_post
 
-    config = load_config_or_exit(args, ())
-    if not config.webhook.admin_token:
-        print("vmhealth: webhook.admin_token: missing (needed to release a guest)")
-        return 2
-    params = {"cluster": args.cluster} if args.cluster else {}
-    status, body = call("POST", f"{base_url(config, args.url)}/api/vms/{args.vmid}/release",
-                        config.webhook.admin_token, args.timeout, params=params, json={"actor": getpass.getuser()})
+    status, body = admin_post(args, args.vmid, "release", "release a guest", {"actor": getpass.getuser()})
     if body.get("success"):
         print(body.get("message"))
         return 0

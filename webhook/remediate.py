@@ -16,8 +16,9 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -70,6 +71,8 @@ class Remediator:
         self.heartbeats = HeartbeatReader(config.webhook.prometheus_url, config.webhook.exporter_urls)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
+        self.resources = NotificationReads()
+        self.incident_expiry = float(self.policy.incident_expiry)
 
     # --- entry point -----------------------------------------------------------------------------
     def process(self, event: AlertEvent) -> Decision:
@@ -80,11 +83,13 @@ class Remediator:
         if event.action not in ("reset",):
             return self._skip(base, Skip("unknown-action", f"action={event.action!r} is not one vmhealth takes"),
                               0, None)
-        if event.cluster not in self.clients:
-            return self._skip(base, Skip("unknown-cluster", f"cluster {event.cluster!r} is not configured"), 0,
-                              None)
         if event.vmid is None:
             return self._skip(base, Skip("no-vmid", "the alert has no vmid label"), 0, None)
+        if event.cluster not in self.clients:
+            skip = Skip("unknown-cluster", f"cluster {event.cluster!r} is not configured")
+            decision = self._skip(base, skip, 0, None)
+            self._close_for(event, skip, None)
+            return decision
         incident = self.store.open_incident(event, now)
         if incident is None:
             return Decision("ignored", "the alert resolved before it was acted on", event.name, 0, None)
@@ -95,7 +100,19 @@ class Remediator:
         if incident.alertname == "manual":
             # A reset a person asked for, with no alert behind it: its incident ends with it.
             self.store.close_incident(incident.id, time.time())
+        elif decision.outcome.startswith("skipped:"):
+            self._close_for(event, Skip(decision.outcome.removeprefix("skipped:"), decision.detail), incident.id)
         return decision
+
+    def _close_for(self, event: AlertEvent, skip: Skip, incident_id: int | None) -> None:
+        """A final refusal about a guest no configured Proxmox lists ends its incident: it would only
+        ever be refused again, and counted meanwhile. The closing is a history row of its own."""
+        if skip.reason not in policy.CLOSING or event.cluster is None or event.vmid is None:
+            return
+        closed = self.store.close(event.cluster, event.vmid, time.time(), f"closed:{skip.reason}", "webhook",
+                                  f"{skip.reason}: {skip.detail}", incident_id=incident_id, event_id=event.id)
+        if closed is not None:
+            log.info("%s/%s: incident %s closed (%s)", event.cluster, event.vmid, closed, skip.reason)
 
     def _base(self, event: AlertEvent, now: float) -> Action:
         """The history row of a decision on `event`, before its outcome is known."""
@@ -174,21 +191,24 @@ class Remediator:
             return self._skip(base, skip, incident)
         client = self.clients[cluster]
         try:
-            facts = self._facts(client, vmid)
+            facts = self._facts(client, vmid, self.resources.get((cluster, event.received_at), client.guests))
         except PveError as exc:
             return self._skip(base, Skip("proxmox-unreachable", str(exc)), incident)
         if isinstance(facts, Skip):
             return self._skip(base, facts, incident)
-        resource, status, kind, node, guests = facts
+        resource, status, kind, node, resources = facts
         base.node = node
         base.name = resource.get("name") or status.get("name") or base.name
-        live = policy.io_bytes_live(resource)
+        # The guest's own status/current is read for this decision; the list may be the notification's.
+        live = policy.io_bytes_live(status)
+        live = policy.io_bytes_live(resource) if live is None else live
         _note(base, io_bytes_total_live=live, status=status.get("status"), qmpstatus=status.get("qmpstatus"),
               uptime=status.get("uptime"))
         skip = policy.check_allowed(p, vmid, policy.guest_tags(resource, status))
         if skip is None:
-            hung = self.store.open_incidents(cluster)
-            skip = policy.check_circuit(hung, guests, p.max_hung_fraction, p.circuit_min_hung)
+            hung = len(self.store.open_incident_vmids(cluster) & policy.listed_running(resources))
+            skip = policy.check_circuit(hung, policy.count_guests(resources), p.max_hung_fraction,
+                                        p.circuit_min_hung)
             self.circuit[cluster] = 1 if skip is not None else 0
         if skip is None:
             skip = policy.check_guest(kind, status, p.boot_grace)
@@ -261,21 +281,21 @@ class Remediator:
                         "go ahead without that check; add VM.GuestAgent.Audit (PVE 9) or VM.Monitor (PVE 8) to its "
                         "role, or set webhook.policy.guest_agent_check: off", cluster, error)
 
-    def _facts(self, client: PveClient, vmid: int) -> Skip | tuple[dict, dict, str, str, int]:
-        """Live state at decision time: where the guest is now, its node and its own status."""
-        resources = client.get("cluster/resources", type="vm")
+    @staticmethod
+    def _facts(client: PveClient, vmid: int,
+               resources: list[dict[str, Any]]) -> Skip | tuple[dict, dict, str, str, list[dict[str, Any]]]:
+        """Live state at decision time: where the guest is (in `resources`), its node and its own status."""
         resource = policy.find_guest(resources, vmid)
         if resource is None:
             return Skip("not-found", f"Proxmox lists no guest {vmid}")
         if int(resource.get("template", 0) or 0):
             return Skip("template", "templates are never reset")
-        guests = sum(1 for r in resources if r.get("type") in ("qemu", "lxc") and not int(r.get("template", 0) or 0))
         kind, node = resource["type"], resource.get("node", "")
         skip = policy.check_node(client.cluster_status(), node)
         if skip is not None:
             return skip
         status = client.guest_status(node, kind, vmid)
-        return resource, status, kind, node, guests
+        return resource, status, kind, node, resources
 
     def _act(self, event: AlertEvent, incident: Incident, base: Action, client: PveClient, kind: str, node: str,
              status: dict, now: float) -> Decision:
@@ -348,6 +368,14 @@ class Remediator:
             self._settle_unfinished(incident, now)
         return len(incidents)
 
+    def expire_incidents(self, now: float) -> int:
+        """Close incidents that heard nothing for longer than webhook.policy.incident_expiry."""
+        rows = self.store.expire(now, self.incident_expiry)
+        for row in rows:
+            self.metrics.action(row.cluster, "none", row.outcome)
+            log.info("%s/%s: incident %s closed: %s", row.cluster, row.vmid, row.incident_id, row.reason)
+        return len(rows)
+
     def _skip(self, base: Action, skip: Skip, incident: Incident | int | None,
               retry_after: float | None = None) -> Decision:
         now = time.time()
@@ -359,6 +387,48 @@ class Remediator:
         retry = retry_after if retry_after is not None else now + float(self.policy.retry_interval)
         log.info("%s/%s: %s (%s)", base.cluster, base.vmid, skip.outcome, skip.detail)
         return Decision(skip.outcome, skip.detail, base.name, attempts, retry, base.id)
+
+
+class NotificationReads:
+    """One /cluster/resources read per cluster and notification, shared by the decisions on its alerts.
+
+    The alerts of one notification are recorded in one transaction with one `received_at` (a rearmed
+    event takes its rearming notification's), so (cluster, received_at) names the batch. The first
+    decision reads; the others of the batch, in any thread, wait for and reuse that read, also when
+    it failed (one error for the batch, not one per alert). The newest `keep` batches are kept.
+    Everything that must be current for one guest (its status, its node's, the quorum) is still read
+    for each decision."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._batches: OrderedDict[tuple[str, float | None], _Read] = OrderedDict()
+
+    def get(self, key: tuple[str, float | None], read: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        with self._lock:
+            entry = self._batches.get(key)
+            if entry is None:
+                entry = self._batches[key] = _Read()
+                while len(self._batches) > self.keep:
+                    self._batches.popitem(last=False)
+        with entry.lock:
+            if not entry.done:
+                try:
+                    entry.value = read()
+                except PveError as exc:
+                    entry.error = exc
+                entry.done = True
+        if entry.error is not None:
+            raise entry.error
+        return entry.value
+
+
+@dataclass
+class _Read:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+    value: list[dict[str, Any]] = field(default_factory=list)
+    error: PveError | None = None
 
 
 def given_evidence(event: AlertEvent) -> dict[str, float]:

@@ -145,6 +145,8 @@ class Store:
             if not rearmed:
                 session.execute(update(AlertEvent).where(AlertEvent.id == existing.id)
                                 .values(deliveries=AlertEvent.deliveries + 1, evidence=values["evidence"]))
+            if actionable and alert.cluster is not None and alert.vmid is not None:
+                self._heard(session, alert.cluster, alert.vmid, now)
             return Recorded(existing.id, "rearmed" if rearmed else "duplicate")
         row = AlertEvent(id=new_id, **values)  # what was stored; not attached to the session
         if alert.status == "resolved":
@@ -155,7 +157,14 @@ class Store:
             return Recorded(new_id, "ignored")
         if row.cluster is not None and row.vmid is not None:
             self._open(session, row, now, load=False)  # counted by the circuit breaker from now on
+            self._heard(session, row.cluster, row.vmid, now)
         return Recorded(new_id, "recorded")
+
+    @staticmethod
+    def _heard(session: Session, cluster: str, vmid: int, now: float) -> None:
+        """A firing notification about the guest: its open incident is not silent (see `expire`)."""
+        session.execute(update(Incident).where(Incident.open_key == open_key(cluster, vmid)).values(
+            last_notified_at=now), execution_options=_NO_SYNC)
 
     @functools.cached_property
     def _insert_event(self) -> Any:
@@ -301,7 +310,7 @@ class Store:
             session.connection().execute(self._insert_incident, {
                 "cluster": event.cluster, "vmid": event.vmid, "open_key": key, "fingerprint": event.fingerprint,
                 "starts_at": event.starts_at, "alertname": event.alertname, "state": "open", "attempts": 0,
-                "opened_at": now})
+                "opened_at": now, "last_notified_at": now})
         if not load:
             return None
         return session.scalars(select(Incident).where(Incident.open_key == key)).first()
@@ -315,10 +324,60 @@ class Store:
             session.execute(update(Incident).where(Incident.id == incident_id, Incident.state == "open").values(
                 state="closed", open_key=None, closed_at=now))
 
-    def open_incidents(self, cluster: str) -> int:
+    def open_incident_vmids(self, cluster: str) -> set[int]:
+        """The guests of the cluster's open incidents (not manual resets'): the circuit breaker's candidates."""
         with self.read() as session:
-            return int(session.scalar(select(func.count()).select_from(Incident).where(
-                Incident.cluster == cluster, Incident.state == "open", Incident.alertname != "manual")) or 0)
+            return set(session.scalars(select(Incident.vmid).where(
+                Incident.cluster == cluster, Incident.state == "open", Incident.alertname != "manual")))
+
+    def close(self, cluster: str, vmid: int, now: float, outcome: str, actor: str, reason: str,
+              incident_id: int | None = None, event_id: int | None = None) -> int | None:
+        """Close the guest's open incident (only if it is `incident_id`, when given) and write why.
+
+        The history row (`outcome`, `actor`, `reason`) is committed with the closing; returns the id
+        of the incident closed, or None when the guest had no such open incident."""
+        with self.tx() as session:
+            incident = session.scalars(select(Incident).where(Incident.open_key == open_key(cluster, vmid))).first()
+            if incident is None or incident_id not in (None, incident.id):
+                return None
+            return self._close_in(session, incident, now, outcome, actor, reason, event_id)
+
+    @staticmethod
+    def _close_in(session: Session, incident: Incident, now: float, outcome: str, actor: str, reason: str,
+                  event_id: int | None = None, silent_since: float | None = None) -> int | None:
+        """The conditional closing and its history row; with `silent_since`, only if still silent since then."""
+        query = update(Incident).where(Incident.id == incident.id, Incident.state == "open")
+        if silent_since is not None:
+            query = query.where(func.coalesce(Incident.last_notified_at, Incident.opened_at) <= silent_since)
+        if not session.execute(query.values(state="closed", open_key=None, closed_at=now),
+                               execution_options=_NO_SYNC).rowcount:
+            return None
+        session.add(Action(at=now, cluster=incident.cluster, vmid=incident.vmid, fingerprint=incident.fingerprint,
+                           event_id=event_id, incident_id=incident.id, outcome=outcome, actor=actor,
+                           reason=reason[:2000], received_at=now))
+        return incident.id
+
+    def expire(self, now: float, after: float, limit: int = 500) -> list[Action]:
+        """Close, as expired, open incidents with no notification for more than `after` seconds.
+
+        Alertmanager sends a firing alert again every repeat_interval, so silence that long means its
+        resolved notification was lost, or the alert never came from Alertmanager's rules at all. An
+        incident with an attempt in flight waits for it. Returns the history rows written."""
+        cutoff = now - after
+        last = func.coalesce(Incident.last_notified_at, Incident.opened_at)
+        busy = select(Action.incident_id).where(Action.outcome == "pending", Action.incident_id.is_not(None))
+        closed: list[Action] = []
+        with self.tx() as session:
+            silent = session.scalars(select(Incident).where(
+                Incident.state == "open", last < cutoff, Incident.id.not_in(busy)).order_by(Incident.id).limit(limit))
+            for incident in silent.all():
+                quiet = now - (incident.last_notified_at or incident.opened_at)
+                reason = (f"expired: no notification for {quiet:.0f}s (webhook.policy.incident_expiry is {after:.0f}s);"
+                          f" its resolved notification was lost or it never came from Alertmanager's rules")
+                if self._close_in(session, incident, now, "closed:expired", "webhook", reason, silent_since=cutoff):
+                    closed.append(Action(cluster=incident.cluster, vmid=incident.vmid, incident_id=incident.id,
+                                         outcome="closed:expired", reason=reason))
+        return closed
 
     def claim_attempt(self, incident: Incident, now: float, next_at: float, row: Action) -> Action | None:
         """Own attempt `incident.attempts + 1`: bump the counter if nobody did, and write its row first."""

@@ -5,7 +5,8 @@ pool never holds more than `max_concurrent_actions` events, the rest wait in the
 policy refuses from the database alone (kill switch, quarantine, attempts used up, cooldown) are
 decided in bulk while claiming, without taking the pool's turns. The
 receiver wakes the worker at once; a periodic look also picks up events whose claimer died, and a
-second thread settles attempts a dead process left pending (their alert may have resolved since).
+second thread settles attempts a dead process left pending (their alert may have resolved since) and
+closes incidents that heard from Alertmanager for longer than webhook.policy.incident_expiry.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Worker:
         self._claiming = 0  # 1 while a claim (and the counting of its refusals) is under way
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="vmhealth-worker", daemon=True)
-        self.sweep_interval = max(poll, min(lease / 2, 30.0))
+        expiry = float(remediator.incident_expiry)
+        self.sweep_interval = max(poll, min(lease / 2, expiry / 2, 30.0))
         self._sweeper = threading.Thread(target=self._sweep, name="vmhealth-settle", daemon=True)
 
     def start(self) -> None:
@@ -103,10 +105,14 @@ class Worker:
             self._wake.wait(self.poll)
 
     def _sweep(self) -> None:
-        """Apart from the claim loop: following a found task may take up to `task_timeout`; the
-        history's retention runs here too, once an hour, in small batches."""
+        """Apart from the claim loop: following a found task may take up to `task_timeout`. Silent
+        incidents expire here too, and the history's retention runs here once an hour, in small batches."""
         next_prune = 0.0
         while not self._stop.wait(self.sweep_interval):
+            try:
+                self.remediator.expire_incidents(time.time())
+            except Exception as exc:
+                _retry_later("expiring silent incidents", exc, self.sweep_interval)
             try:
                 self.remediator.settle_interrupted(time.time())
             except Exception as exc:

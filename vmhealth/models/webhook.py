@@ -72,6 +72,9 @@ class Incident(Base):
     closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The last notification about the guest while the incident is open (NULL before wh0004: opened_at
+    # counts); silence longer than webhook.policy.incident_expiry closes the incident as expired.
+    last_notified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Quarantine(Base):
