@@ -199,20 +199,22 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
         return "unsupported_media_type", 415, "send the report as JSON (Content-Type: application/json)", None
     if not key:
         return "unauthorized", 401, "missing X-API-Key header", None
-    identity, authorized = _authenticate_before_parsing(exporter, key)
+    # The key is judged before the body is read where it can be: the shared key, a listed guest's key.
+    shared = same_secret(key, exporter.config.exporter.api_key or "")
+    if shared and exporter.config.exporter.per_vm_keys:
+        return "unauthorized", 401, SHARED_KEY_REFUSED, None
+    identity = None if shared else exporter.store.key_owner(key)
     body = read_body()
     try:
         data = decode_json(body)
     except BadJson as exc:
-        if not authorized:  # nothing about the body for a client whose key opens nothing
+        if not shared and identity is None:  # nothing about the body for a client whose key opens nothing
             return "unauthorized", 401, "wrong API key", None
         return "invalid", 400, str(exc), None
-    if not authorized:
-        identity, authorized = _authenticate_claim(exporter, key, data)
-    if not authorized:
-        if same_secret(key, exporter.config.exporter.api_key or ""):
-            return "unauthorized", 401, SHARED_KEY_REFUSED, None
-        return "unauthorized", 401, "wrong API key", None
+    if not shared and identity is None:
+        identity = _claimed_identity(exporter, key, data)
+        if identity is None:
+            return "unauthorized", 401, "wrong API key", None
     parsed = parse_report(data, time.time(), identified=identity is not None)
     if not isinstance(parsed, Report):
         names = ", ".join(sorted(parsed))
@@ -233,20 +235,8 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
     return "accepted", 200, f"Health report received for {parsed.heartbeat.hostname}", None
 
 
-def _authenticate_before_parsing(exporter: Exporter, key: str) -> tuple[GuestKey | None, bool]:
-    """The shared key, or the per-VM key of a guest Proxmox lists: (the guest it is for, or None for
-    the shared key; whether the key is good), from the key alone."""
-    api_key = exporter.config.exporter.api_key or ""
-    if same_secret(key, api_key):
-        return None, not exporter.config.exporter.per_vm_keys
-    owner = exporter.store.key_owner(key)
-    return owner, owner is not None
-
-
-def _authenticate_claim(exporter: Exporter, key: str, data: dict[str, Any]) -> tuple[GuestKey | None, bool]:
-    """A guest Proxmox does not list (yet): the key checked against the guest the report claims to be."""
-    if same_secret(key, exporter.config.exporter.api_key or ""):
-        return None, False
+def _claimed_identity(exporter: Exporter, key: str, data: dict[str, Any]) -> GuestKey | None:
+    """A guest Proxmox does not list (yet): the guest the report claims to be, if the key is its key."""
     claimed_vmid = data.get("vmid")
     if isinstance(claimed_vmid, str):
         claimed_vmid = vmid_text(claimed_vmid)
@@ -254,8 +244,8 @@ def _authenticate_claim(exporter: Exporter, key: str, data: dict[str, Any]) -> t
         clusters = [data["cluster"]] if isinstance(data.get("cluster"), str) else list(exporter.store.clusters)
         for cluster in clusters:
             if cluster in exporter.store.clusters and exporter.store.vm_key_matches(key, cluster, claimed_vmid):
-                return (cluster, claimed_vmid), True
-    return None, False
+                return cluster, claimed_vmid
+    return None
 
 
 def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> GuestKey | Refusal:

@@ -7,10 +7,10 @@ One worker process: the exporter's state lives in memory and is written behind t
 """
 
 from vmhealth.exporter.server import stop_app
-from vmhealth.gunicorn_runner import component_settings, load_from_environment
+from vmhealth.gunicorn_runner import load_from_environment, section_settings
 
 _section = load_from_environment("exporter").exporter  # listen, threads, limits: as `vmhealth exporter` uses them
-globals().update(component_settings("exporter", _section, _section.max_body_bytes))
+globals().update(section_settings(_section, _section.max_body_bytes))
 
 
 def worker_exit(server, worker):

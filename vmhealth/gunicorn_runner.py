@@ -84,8 +84,8 @@ def load_from_environment(component: str) -> Any:
     return load(os.environ.get("VMHEALTH_CONFIG"), components=(component,))
 
 
-def component_settings(component: str, section: Any, max_body_bytes: int, log_level: str = "info") -> dict[str, Any]:
-    """gunicorn's settings for one server's configuration section."""
+def section_settings(section: Any, max_body_bytes: int, log_level: str = "info") -> dict[str, Any]:
+    """gunicorn's settings for one server's configuration section (`exporter` or `webhook`)."""
     return gunicorn_settings(section.listen, section.threads, log_level, section.max_connections_per_address,
                              max_body_bytes)
 
@@ -93,7 +93,6 @@ def component_settings(component: str, section: Any, max_body_bytes: int, log_le
 def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None],
           max_body_bytes: int) -> int:
     """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
-    settings = component_settings(component, section, max_body_bytes,
-                                  logging.getLevelName(logging.getLogger().level).lower())
+    settings = section_settings(section, max_body_bytes, logging.getLevelName(logging.getLogger().level).lower())
     log.info("%s listening on %s", component, section.listen)
     return run_gunicorn(factory, settings, stop)

@@ -33,7 +33,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from vmhealth.process_counters import CONNECTIONS_REFUSED
+from vmhealth.process_counters import CONNECTIONS_REFUSED, OncePerMinute
 
 log = logging.getLogger(__name__)
 IO_SECONDS = 10.0  # 64 KiB reports, 4 MiB Alertmanager messages and /metrics pages take far less on a LAN
@@ -42,7 +42,6 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024  # the largest body any route takes (the webhook's); the app sets its own
 MAX_BUFFERED_PER_ADDRESS = 16 * 1024 * 1024
 MAX_BUFFERED_TOTAL = 128 * 1024 * 1024
-LOG_EVERY_SECONDS = 60.0
 
 _CANNED = {
     408: b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n"
@@ -234,20 +233,15 @@ class GuardedThreadWorker(ThreadWorker):
         self.busy_cap = max(1, self.cfg.threads // 2)
         self.max_head = (self.cfg.limit_request_line or 8190) + \
             (self.cfg.limit_request_fields or 100) * (self.cfg.limit_request_field_size or 8190) + 4
-        self._last_log: dict[tuple[str, str], list[float]] = {}
+        self._refusal_log = OncePerMinute()
 
     # --- accounting ------------------------------------------------------------------------------
 
     def _refuse(self, conn_or_sock: Any, address: str, reason: str, status: int, why: str) -> None:
         CONNECTIONS_REFUSED.count(reason)
-        now = time.monotonic()
-        entry = self._last_log.setdefault((address, reason), [0.0, 0])
-        entry[1] += 1
-        if now - entry[0] >= LOG_EVERY_SECONDS:
-            log.warning("refused %d connection(s) from %s in the last minute: %s (%s)", entry[1], address, why, reason)
-            entry[0], entry[1] = now, 0
-            if len(self._last_log) > 10_000:
-                self._last_log.clear()
+        seen = self._refusal_log.due((address, reason))
+        if seen:
+            log.warning("refused %d connection(s) from %s in the last minute: %s (%s)", seen, address, why, reason)
         raw = conn_or_sock.sock.raw if isinstance(conn_or_sock, _Conn) else conn_or_sock
         with contextlib.suppress(OSError):
             raw.setblocking(False)
@@ -362,10 +356,7 @@ class GuardedThreadWorker(ThreadWorker):
         head_end = conn.inbox.find(b"\r\n\r\n")
         if head_end < 0 or b"100-continue" not in conn.inbox[:head_end].lower():
             return
-        data = bytes(conn.inbox)
-        if b"expect" not in data[:head_end].lower():
-            return
-        stripped = _without_expect_continue(data, head_end)
+        stripped = _without_expect_continue(bytes(conn.inbox), head_end)
         self._release_buffer(conn)
         conn.inbox = bytearray(stripped)
         self.buffered_by_address[conn.address] += len(stripped)

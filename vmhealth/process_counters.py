@@ -53,21 +53,37 @@ AUTH_FAILURES = ProcessCounter(
     "Requests refused for a missing or wrong credential, by route and reason (missing, wrong).",
     ("route", "reason"))
 
-_auth_log_lock = threading.Lock()
-_auth_log: dict[tuple[str, str], list[float]] = {}
+class OncePerMinute:
+    """Events counted per key, to be logged at most once a minute per key with how many there were:
+    a client that fails a thousand times a second writes one line a minute. Bounded: past `max_keys`
+    keys the counts start again."""
+
+    def __init__(self, seconds: float = LOG_EVERY_SECONDS, max_keys: int = 10_000):
+        self.seconds, self.max_keys = seconds, max_keys
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, ...], list[float]] = {}  # key -> [last logged, count since]
+
+    def due(self, key: tuple[str, ...]) -> int:
+        """Count one event; the events to log now (this one included), or 0 when a line was written lately."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.setdefault(key, [now - self.seconds, 0])
+            entry[1] += 1
+            if now - entry[0] < self.seconds:
+                return 0
+            seen, entry[0], entry[1] = int(entry[1]), now, 0
+            if len(self._entries) > self.max_keys:
+                self._entries.clear()
+            return seen
+
+
+_auth_log = OncePerMinute()
 
 
 def auth_failed(route: str, reason: str, address: str | None, what: str) -> None:
     """Count a failed authentication and log it, at most once a minute per route and address."""
     AUTH_FAILURES.count(route, reason)
-    now = time.monotonic()
-    key = (route, address or "?")
-    with _auth_log_lock:
-        entry = _auth_log.setdefault(key, [-LOG_EVERY_SECONDS, 0])
-        entry[1] += 1
-        if now - entry[0] < LOG_EVERY_SECONDS:
-            return
-        seen, entry[0], entry[1] = entry[1], now, 0
-        if len(_auth_log) > 10_000:
-            _auth_log.clear()
-    log.warning("authentication failed on %s from %s: %s (%d in the last minute)", route, key[1], what, seen)
+    seen = _auth_log.due((route, address or "?"))
+    if seen:
+        log.warning("authentication failed on %s from %s: %s (%d in the last minute)", route, address or "?", what,
+                    seen)

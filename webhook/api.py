@@ -69,25 +69,30 @@ def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
                                                       f"add ?cluster= (one of {', '.join(names)})"}), 400)
 
 
-def _bad_actor(who: Any) -> bool:
-    """Whether a manual request's `actor` cannot name who asked (`manual:<who>` in the history)."""
-    return not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who)
+def _manual_body() -> tuple[dict[str, Any], str, tuple[Any, int] | None]:
+    """A manual request's JSON object (empty when there is no body) and its `actor`, who asked
+    (`manual:<who>` in the history); or the 400 that names what is wrong."""
+    body = safejson.request_json(request) if request.data else {}
+    if not isinstance(body, dict):
+        return {}, "", (jsonify({"success": False, "error": "body: expected a JSON object"}), 400)
+    who = body.get("actor", "admin")
+    if not isinstance(who, str) or not who or len(who) > 200 or not utf8_text(who):
+        return body, "", (jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400)
+    return body, who, None
 
 
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset")
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
-    body = safejson.request_json(request) if request.data else {}
-    if not isinstance(body, dict):
-        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
-    reason, force, who = body.get("reason", "Manual reset"), body.get("force", False), body.get("actor", "admin")
+    body, who, problem = _manual_body()
+    if problem:
+        return problem
+    reason, force = body.get("reason", "Manual reset"), body.get("force", False)
     if not isinstance(reason, str) or len(reason) > 1000 or not utf8_text(reason):
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    if _bad_actor(who):
-        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     cluster, problem = _cluster(vmid)
     if problem:
         return problem
@@ -124,12 +129,9 @@ def release(vmid: int) -> tuple[Any, int]:
     cluster, problem = _cluster(vmid)
     if problem:
         return problem
-    body = safejson.request_json(request) if request.data else {}
-    if not isinstance(body, dict):
-        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
-    who = body.get("actor", "admin")
-    if _bad_actor(who):
-        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
+    _, who, problem = _manual_body()
+    if problem:
+        return problem
     if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
     return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
@@ -143,15 +145,13 @@ def close_incident(vmid: int) -> tuple[Any, int]:
     cluster, problem = _cluster(vmid)
     if problem:
         return problem
-    body = safejson.request_json(request) if request.data else {}
-    if not isinstance(body, dict):
-        return jsonify({"success": False, "error": "body: expected a JSON object"}), 400
-    reason, who = body.get("reason", "closed by a person"), body.get("actor", "admin")
+    body, who, problem = _manual_body()
+    if problem:
+        return problem
+    reason = body.get("reason", "closed by a person")
     if not isinstance(reason, str) or not reason or len(reason) > 1000 or not utf8_text(reason):
         return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
                                                    "characters"}), 400
-    if _bad_actor(who):
-        return jsonify({"success": False, "error": "actor: expected a short non-empty string"}), 400
     try:
         closed = ctx.store.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}", f"manual: {reason}")
     except SQLAlchemyError:

@@ -7,12 +7,12 @@ One worker process with threads; more replicas (processes or machines) share one
 is what keeps them from acting twice.
 """
 
-from vmhealth.gunicorn_runner import component_settings, load_from_environment
+from vmhealth.gunicorn_runner import load_from_environment, section_settings
 from vmhealth.webhook.app import MAX_BODY_BYTES
 from vmhealth.webhook.server import stop_app
 
 # listen, threads, limits: as `vmhealth webhook` uses them
-globals().update(component_settings("webhook", load_from_environment("webhook").webhook, MAX_BODY_BYTES))
+globals().update(section_settings(load_from_environment("webhook").webhook, MAX_BODY_BYTES))
 
 
 def worker_exit(server, worker):
