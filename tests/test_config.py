@@ -169,3 +169,15 @@ def test_incident_expiry_defaults_to_three_repeat_intervals_and_is_checked(tmp_p
     checked = subprocess.run([sys.executable, "-m", "vmhealth", "check-config", str(path)], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 2 and "webhook.policy.incident_expiry: must be longer than 0s" in checked.stderr
+
+
+def test_exporter_urls_must_be_distinct_http_urls_and_the_problem_names_the_item():
+    for urls, expected in (
+        (["http://a:9747", "ftp://b:9747"], "item 1 'ftp://b:9747' is not an http:// or https:// URL"),
+        (["http://a:9747", "http://a:9747/"], "item 1 'http://a:9747/' is listed twice"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load(raw={"webhook": {"exporter_urls": urls}}, environ={})
+        assert caught.value.problems == [f"webhook.exporter_urls: {expected}"]
+    env = {"VMHEALTH_WEBHOOK_EXPORTER_URLS": "http://a:9747, https://b:9747"}
+    assert load(raw={}, environ=env).webhook.exporter_urls == ["http://a:9747", "https://b:9747"]
