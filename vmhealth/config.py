@@ -177,6 +177,7 @@ SCHEMA = Section(
                 "listen": Key("listen", "127.0.0.1:9749"),
                 "token": Key("str", None, secret=True, doc="Alertmanager's bearer token"),
                 "admin_token": Key("str", None, secret=True, doc="manual reset / release"),
+                "viewer_token": Key("str", None, secret=True, doc="read-only: history and the console"),
                 "database_url": Key("url", "sqlite:///vmhealth-webhook.db"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
                 "max_connections_per_address": Key(
@@ -547,7 +548,7 @@ MIN_SECRET_LENGTH = 16
 
 def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
     """Keys and tokens long enough not to be guessed, and Alertmanager's token no admin token."""
-    for path in ("exporter.api_key", "agent.api_key", "webhook.token", "webhook.admin_token"):
+    for path in ("exporter.api_key", "agent.api_key", "webhook.token", "webhook.admin_token", "webhook.viewer_token"):
         section, key = path.split(".")
         value = getattr(getattr(config, section), key)
         if isinstance(value, str) and len(value) < MIN_SECRET_LENGTH:
@@ -557,6 +558,11 @@ def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
     if isinstance(token, str) and isinstance(admin, str) and token == admin:
         loader.problem("webhook.admin_token", "is the same as webhook.token: Alertmanager's token would then "
                        "force resets and end quarantines; give each its own secret")
+    viewer = config.webhook.viewer_token
+    if isinstance(viewer, str) and viewer in (token, admin):
+        same = "webhook.admin_token" if viewer == admin else "webhook.token"
+        loader.problem("webhook.viewer_token", f"is the same as {same}: a viewer could then act; give each its "
+                       "own secret")
 
 
 def _check_retention(config: SimpleNamespace, loader: _Loader) -> None:

@@ -1,4 +1,4 @@
-"""Bearer tokens: Alertmanager's for /alerts, the admin's for resets and releases."""
+"""Bearer tokens: Alertmanager's for /alerts, the admin's for resets and releases, the viewer's for reading."""
 
 from __future__ import annotations
 
@@ -45,3 +45,9 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def reader_ok() -> bool:
+    """The request carries the viewer token or the admin token: either may read."""
+    webhook = current_app.config["VMHEALTH"].webhook
+    return bearer_ok(webhook.viewer_token) or bearer_ok(webhook.admin_token)
