@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import responses
 
-from tests.test_webhook_support import FakePve, auth, firing, make_config
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config
 from vmhealth.webhook import create_app
 
 
@@ -80,7 +80,7 @@ def test_five_parallel_duplicates_reset_once(database: str, pve: FakePve, apps: 
     assert codes == [200] * 5
     drain(app)
     assert pve.resets(100) == 1
-    rows = app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
+    rows = app.test_client().get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]
     assert [r["outcome"] for r in rows] == ["success"]
 
 
@@ -93,7 +93,7 @@ def test_two_instances_on_one_database_act_once(database: str, pve: FakePve, app
         assert post_in_parallel(clients, firing(vmid), 6) == [200] * 6
     drain(first, second)
     assert [pve.resets(vmid) for vmid in (100, 101, 102)] == [1, 1, 1]
-    rows = clients[0].get("/api/resets").get_json()["resets"]
+    rows = clients[0].get("/api/resets", headers=auth(ADMIN)).get_json()["resets"]
     assert sorted((r["vmid"], r["outcome"]) for r in rows) == [(100, "success"), (101, "success"), (102, "success")]
     # Both instances see the same incidents (the gauge is read from the shared database).
     for app in (first, second):
@@ -111,7 +111,7 @@ def test_two_instances_decide_each_refusal_once(database: str, pve: FakePve, app
         body["alerts"] = [firing(vmid)["alerts"][0] for vmid in part]
         assert app.test_client().post("/alerts", json=body, headers=auth()).status_code == 200
     drain(first, second)
-    rows = first.test_client().get("/api/resets?limit=1000").get_json()["resets"]
+    rows = first.test_client().get("/api/resets?limit=1000", headers=auth(ADMIN)).get_json()["resets"]
     assert sorted(r["vmid"] for r in rows) == vmids and {r["outcome"] for r in rows} == {"skipped:disabled"}
     counted = [app.extensions["vmhealth"].metrics.registry.get_sample_value(
         "vmhealth_remediation_actions_total", {"cluster": "lab", "action": "none", "result": "skipped:disabled"})
@@ -156,6 +156,6 @@ def test_different_alerts_for_one_guest_on_two_instances_reset_once(
         assert list(pool.map(send, range(8))) == [200] * 8
     drain(first, second)
     assert pve.resets(100) == 1
-    outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100").get_json()["resets"]]
+    outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]]
     # The other events are refused (cooldown, or booting when they looked after the reset), never acted on.
     assert outcomes.count("success") == 1 and all(o == "success" or o.startswith("skipped:") for o in outcomes)

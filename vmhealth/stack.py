@@ -37,6 +37,9 @@ from vmhealth.processes import free_port, stop_process, wait_for
 AGENT_KEY = "demo-agent-shared-key"
 WEBHOOK_TOKEN = "demo-webhook-token"
 ADMIN_TOKEN = "demo-admin-token"
+VIEWER_TOKEN = "demo-viewer-token"  # the history, as `vmhealth history` and the console read it
+READ_TOKEN = "demo-exporter-read-token"  # Prometheus' credential for the exporter's /metrics and read API
+METRICS_TOKEN = "demo-webhook-metrics-token"  # Prometheus' credential for the webhook's /metrics
 
 
 @dataclass
@@ -70,6 +73,8 @@ class StackSettings:
     cluster: dict[str, Any] = field(default_factory=dict)  # extra `clusters[0]` keys (`timeout`, ...)
     webhook: dict[str, Any] = field(default_factory=dict)  # extra `webhook:` keys (`claim_lease`, ...)
     prometheus_args: list[str] = field(default_factory=list)  # extra flags (`--rules.alert.resend-delay=5s`)
+    # exporter.read_token and webhook.metrics_token set, and sent by Prometheus (`Stack.read_headers`)
+    read_tokens: bool = False
 
 
 DEMO_POLICY: dict[str, Any] = {
@@ -211,6 +216,12 @@ class Stack:
 
         return derive_vm_key(AGENT_KEY, self.cluster, vmid)
 
+    def read_headers(self, component: str) -> dict[str, str]:
+        """The headers that read the exporter's or the webhook's /metrics (and the exporter's API)."""
+        if not self.settings.read_tokens:
+            return {}
+        return {"Authorization": f"Bearer {READ_TOKEN if component == 'exporter' else METRICS_TOKEN}"}
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         """A Prometheus instant query's result vector."""
         reply = requests.get(f"{self.urls['prometheus']}/api/v1/query", params={"query": expr}, timeout=10)
@@ -226,7 +237,8 @@ class Stack:
     def resets(self, vmid: int | None = None) -> list[dict[str, Any]]:
         """The webhook's history rows, newest first."""
         params = {"vmid": vmid} if vmid is not None else {}
-        reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10)
+        reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10,
+                             headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
         reply.raise_for_status()
         return reply.json()["resets"]
 
@@ -273,16 +285,22 @@ def _build(stack: Stack, exporter_port: int) -> None:
 
     token_file = workdir / "webhook-token"
     token_file.write_text(WEBHOOK_TOKEN)
+    for name, secret in (("exporter-read-token", READ_TOKEN), ("webhook-metrics-token", METRICS_TOKEN)):
+        (workdir / name).write_text(secret)
     config = {
         "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
         "thresholds": {"stale_timeout": s.stale_timeout, "io_window": s.io_window, **s.thresholds},
         "exporter": {"listen": f"127.0.0.1:{exporter_port}", "poll_interval": s.poll_interval, "api_key": AGENT_KEY,
                      "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s", **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
+                    "viewer_token": VIEWER_TOKEN,
                     "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
                     "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
                     "policy": {**DEMO_POLICY, **s.policy}, **s.webhook},
     }
+    if s.read_tokens:
+        config["exporter"]["read_token"] = READ_TOKEN
+        config["webhook"]["metrics_token"] = METRICS_TOKEN
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # the caller's VMHEALTH_* switches (CI's, say) are not configuration for the programs under test
@@ -342,13 +360,20 @@ def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict
     def targets(urls: list[str]) -> list[dict[str, Any]]:
         return [{"targets": [url.removeprefix("http://") for url in urls]}]
 
+    def credential(name: str) -> dict[str, Any]:
+        if not s.read_tokens:
+            return {}
+        return {"authorization": {"type": "Bearer", "credentials_file": str(stack.workdir / name)}}
+
     return {
         "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": s.evaluation_interval},
         "rule_files": [str(rule) for rule in rules],
         "alerting": {"alertmanagers": [{"static_configs": targets(stack.alertmanager_urls)}]},
         "scrape_configs": [
-            {"job_name": "vmhealth-exporter", "static_configs": targets([stack.urls["exporter"]])},
-            {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls)},
+            {"job_name": "vmhealth-exporter", "static_configs": targets([stack.urls["exporter"]]),
+             **credential("exporter-read-token")},
+            {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls),
+             **credential("webhook-metrics-token")},
         ],
     }
 

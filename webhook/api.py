@@ -21,7 +21,7 @@ from vmhealth import safejson
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
-from vmhealth.webhook.auth import require_admin
+from vmhealth.webhook.auth import require_admin, require_reader
 from vmhealth.webhook.payload import AlertEvent
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -163,6 +163,7 @@ def close_incident(vmid: int) -> tuple[Any, int]:
 
 
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset-history")
+@require_reader
 def reset_history(vmid: int) -> tuple[Any, int]:
     """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
     ctx = current_app.extensions["vmhealth"]
@@ -177,6 +178,7 @@ def reset_history(vmid: int) -> tuple[Any, int]:
 
 
 @bp.get("/resets")
+@require_reader
 def resets() -> tuple[Any, int]:
     """Paginated history, newest first: `next` is the `before` of the following page."""
     ctx = current_app.extensions["vmhealth"]

@@ -37,11 +37,13 @@ class HeartbeatAge:
 class HeartbeatReader:
     """Reads heartbeat ages from Prometheus, or else from the exporters; `None` source: nothing to read."""
 
-    def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS):
+    def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS,
+                 exporter_token: str | None = None):
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.exporter_urls = [url.rstrip("/") for url in exporter_urls]
         self.timeout = timeout
         self.session = requests.Session()
+        self.exporter_headers = {"Authorization": f"Bearer {exporter_token}"} if exporter_token else {}
 
     @property
     def configured(self) -> bool:
@@ -86,7 +88,8 @@ class HeartbeatReader:
         answered = False
         for url in self.exporter_urls:
             try:
-                reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout)
+                reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout,
+                                         headers=self.exporter_headers)
                 if reply.status_code == 404:
                     answered = True
                     continue

@@ -79,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     for key in ("vmid", "since", "outcome", "cluster"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", None, args.timeout, params=params)
+    # the viewer token where there is one: reading the history needs no power to act
+    token = config.webhook.viewer_token or config.webhook.admin_token
+    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", token, args.timeout, params=params)
     if status != 200:
-        print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}")
+        hint = " (give webhook.viewer_token or webhook.admin_token in --config)" if status == 401 and not token else ""
+        print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}{hint}")
         return 1
     if args.json:
         print_json(body)

@@ -68,7 +68,8 @@ class Remediator:
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
         self.io_idle_rate = float(config.thresholds.io_idle_bytes_per_second)
         self.stale_timeout = float(config.thresholds.stale_timeout)
-        self.heartbeats = HeartbeatReader(config.webhook.prometheus_url, config.webhook.exporter_urls)
+        self.heartbeats = HeartbeatReader(config.webhook.prometheus_url, config.webhook.exporter_urls,
+                                          exporter_token=config.exporter.read_token)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
         self.resources = NotificationReads()
