@@ -159,3 +159,55 @@ def test_different_alerts_for_one_guest_on_two_instances_reset_once(
     outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]]
     # The other events are refused (cooldown, or booting when they looked after the reset), never acted on.
     assert outcomes.count("success") == 1 and all(o == "success" or o.startswith("skipped:") for o in outcomes)
+
+
+class SlowResets(FakePve):
+    """Each power action takes `seconds`, and the most in progress at once is kept."""
+
+    def __init__(self, mock: responses.RequestsMock, seconds: float):
+        super().__init__(mock)
+        self.seconds, self.running, self.most = seconds, 0, 0
+        self._count = threading.Lock()
+
+    def post(self, request: Any) -> tuple[int, dict[str, str], str]:
+        if "/agent/" in request.url:
+            return super().post(request)
+        with self._count:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.seconds)
+            return super().post(request)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+def test_two_replicas_together_keep_max_concurrent_actions(postgres_url: str, apps: list[Any]) -> None:
+    """Six hung guests, two replicas on one PostgreSQL, each with a pool of 2 threads, and a limit of 2:
+    the limit is judged inside the claim, so the replicas together never have more than 2 resets in
+    flight (before, each counted the other's claims only before reading Proxmox: up to 4 at once)."""
+    mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+    mock.start()
+    try:
+        pve = SlowResets(mock, seconds=0.4)
+        hung = list(range(100, 106))
+        for vmid in range(100, 140):  # 6 of 40 running guests hung: well under the circuit breaker
+            pve.add(vmid)
+        policy = {"max_concurrent_actions": 2, "retry_interval": "1s"}
+        first, second = start(apps, postgres_url, **policy), start(apps, postgres_url, **policy)
+        deadline = time.monotonic() + 60
+        while [pve.resets(vmid) for vmid in hung] != [1] * len(hung) and time.monotonic() < deadline:
+            # Alertmanager delivers each still-firing alert again (here every second, to both replicas);
+            # a guest refused as `busy` is looked at again then
+            for index, vmid in enumerate(hung):
+                client = (first if index % 2 else second).test_client()
+                assert client.post("/alerts", json=firing(vmid), headers=auth()).status_code == 200
+            time.sleep(1.0)
+        assert [pve.resets(vmid) for vmid in hung] == [1] * len(hung), "every hung guest is reset, once"
+        assert pve.most == 2, f"{pve.most} resets were in flight at once (limit 2)"
+        rows = first.test_client().get("/api/resets?limit=1000", headers=auth(ADMIN)).get_json()["resets"]
+        assert sorted(r["vmid"] for r in rows if r["outcome"] == "success") == hung
+    finally:
+        mock.stop()
+        mock.reset()
