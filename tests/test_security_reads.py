@@ -144,3 +144,26 @@ def test_the_probes_stay_open_and_name_nothing(tmp_path: Path) -> None:
             assert reply.status_code in (200, 503) and set(reply.json) == {"status"}, (path, reply.json)
     finally:
         app.extensions["vmhealth_exporter"].db.close()
+
+
+@pytest.mark.binaries
+@pytest.mark.slow
+def test_the_real_prometheus_scrapes_with_the_tokens_and_nobody_else_reads(tmp_path: Path) -> None:
+    """The stack with exporter.read_token and webhook.metrics_token set: the real Prometheus sends them
+    (`authorization: credentials_file`) and both jobs are up; a request without them is refused."""
+    import requests
+
+    from vmhealth.processes import wait_for
+    from vmhealth.stack import StackSettings, running_stack
+
+    with running_stack(StackSettings(nodes=1, guests=3, read_tokens=True), tmp_path) as stack:
+        def up() -> dict[str, str]:
+            return {r["metric"]["job"]: r["value"][1] for r in stack.query('up{job=~"vmhealth-.*"}')}
+
+        wait_for(lambda: up() == {"vmhealth-exporter": "1", "vmhealth-webhook": "1"}, 60,
+                 "both vmhealth jobs scraped with their tokens")
+        for component, path in (("exporter", "/metrics"), ("exporter", "/api/vms"), ("webhook", "/metrics")):
+            url = stack.urls[component] + path
+            assert requests.get(url, timeout=10).status_code == 401, url
+            assert requests.get(url, timeout=10, headers=stack.read_headers(component)).status_code == 200, url
+        assert stack.query("vmhealth_heartbeat_timestamp_seconds"), "the exporter's series reached Prometheus"
