@@ -111,7 +111,7 @@ def test_the_exporter_reads_need_the_read_token_once_set(tmp_path: Path) -> None
         assert ingest.status_code == 200, "heartbeats keep their agent keys"
         for path in EXPORTER_READS:
             for headers in ({}, auth(READ + "x"), auth(API_KEY), {"X-API-Key": API_KEY}, basic(READ[:-1]),
-                            {"Authorization": "Basic !!!"}):
+                            {"Authorization": "Basic !!!"}, {"Authorization": "Basic \u00e9t\u00e9"}):
                 reply = client.get(path, headers=headers)
                 assert reply.status_code == 401, (path, headers)
                 assert READ not in reply.get_data(True) and "web-server-01" not in reply.get_data(True)

@@ -10,7 +10,6 @@ and logged (`vmhealth.process_counters`) and slowed down when its address keeps 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import re
 
@@ -39,7 +38,7 @@ def presented_token() -> str | None:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 (UnicodeDecodeError)
             return None
         return decoded.partition(":")[2] or None
     return None
