@@ -1,0 +1,124 @@
+"""HTTPS on the real `vmhealth exporter` (gunicorn, the guarded worker): verified against a private CA,
+mutual TLS refusing a missing or foreign client certificate with the reason in the log, handshakes
+that stall costing no thread, and certificates rotated without a restart.
+
+Cost: about 25 s (one gunicorn process per test group).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve
+from tests.tls_support import Pki, make_pki, reissue
+from vmhealth.processes import wait_for
+from vmhealth.simulator.testing import running_simulator
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_section(pki: Pki, folder: Path, client_ca: bool) -> dict[str, str]:
+    """The exporter's tls_* keys, on copies of the server pair (so that a test can rotate them)."""
+    cert, key = folder / "server.crt", folder / "server.key"
+    shutil.copy(pki.server.cert, cert)
+    shutil.copy(pki.server.key, key)
+    section = {"tls_cert_file": str(cert), "tls_key_file": str(key)}
+    if client_ca:
+        section["tls_client_ca_file"] = str(pki.ca)
+    return section
+
+
+@pytest.fixture(scope="module")
+def mutual(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("mutual")
+    with running_simulator(nodes=1, guests=2) as sim, \
+            serve("exporter", exporter_config(sim, folder, **tls_section(pki, folder, client_ca=True)), folder,
+                  tls={"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}) as served:
+        yield served
+
+
+def test_mutual_tls_serves_a_client_of_the_ca_and_refuses_others_saying_why(mutual: Served, pki: Pki) -> None:
+    report = {"hostname": "vm100", "vmid": "100", "cpuUsage": 1}
+    good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
+    reply = requests.post(f"{mutual.url}/api/health/report", json=report, headers={"X-API-Key": AGENT_KEY},
+                          timeout=10, **good)
+    assert reply.status_code == 200, reply.text
+    with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        requests.get(f"{mutual.url}/healthz", timeout=10, verify=str(pki.other_ca),
+                     cert=good["cert"])  # the client does not trust the server's CA
+    for cert in (None, (str(pki.stranger.cert), str(pki.stranger.key))):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"{mutual.url}/healthz", timeout=10, verify=str(pki.ca), cert=cert)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(mutual.url.replace("https:", "http:") + "/healthz", timeout=10)
+    wait_for(lambda: "peer did not return a certificate" in mutual.output()
+             and "certificate verify failed" in mutual.output(), 10, "the refusals in the log")
+    lines = [line for line in mutual.output().splitlines() if "TLS handshake" in line]
+    assert any("127.0.0.1" in line and "peer did not return a certificate" in line for line in lines), lines
+    page = requests.get(f"{mutual.url}/metrics", timeout=10, **good).text
+    assert 'vmhealth_http_connections_refused_total{reason="tls-handshake"}' in page
+
+
+def test_a_handshake_that_stalls_holds_no_thread(mutual: Served, pki: Pki) -> None:
+    """Stock gthread does the handshake in a thread: 12 connections that send half a ClientHello
+    held all 8 threads, and the next client waited until they were cut."""
+    port = int(mutual.url.rsplit(":", 1)[1])
+    stalled = []
+    for _ in range(12):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's first bytes, then nothing
+        stalled.append(sock)
+    try:
+        time.sleep(0.5)
+        good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
+        started = time.monotonic()
+        for _ in range(3):
+            assert requests.get(f"{mutual.url}/healthz", timeout=10, **good).status_code == 200
+        assert time.monotonic() - started < 3
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _served_serial(url: str, ca: Path) -> int:
+    host, port = url.split("//")[1].split(":")
+    context = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(pki: Pki, tmp_path: Path) -> None:
+    from cryptography import x509
+
+    with running_simulator(nodes=1, guests=1) as sim, \
+            serve("exporter", exporter_config(sim, tmp_path, **tls_section(pki, tmp_path, client_ca=False)),
+                  tmp_path, tls={"verify": str(pki.ca)}) as served:
+        first = _served_serial(served.url, pki.ca)
+        rotated = reissue(pki, tmp_path / "rotated", "server")
+        # A half-done rotation (the new cert, the old key) keeps serving the old pair.
+        shutil.copy(rotated.cert, tmp_path / "server.crt")
+        time.sleep(1.5)
+        assert _served_serial(served.url, pki.ca) == first
+        assert "cannot re-read" in served.output()
+        shutil.copy(rotated.key, tmp_path / "server.key")
+        wanted = x509.load_pem_x509_certificate(rotated.cert.read_bytes()).serial_number
+        wait_for(lambda: _served_serial(served.url, pki.ca) == wanted, 10, "the rotated certificate")
+        assert served.process.poll() is None
+        assert requests.get(f"{served.url}/healthz", verify=str(pki.ca), timeout=10).status_code == 200
