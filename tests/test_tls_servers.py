@@ -7,9 +7,12 @@ Cost: about 25 s (one gunicorn process per test group).
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +22,15 @@ import requests
 
 from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve
 from tests.tls_support import Pki, make_pki, reissue
-from vmhealth.processes import wait_for
+from vmhealth.agent.push import Pusher
+from vmhealth.agent.server import MetricsServer
+from vmhealth.processes import stop_process, wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.tls import ServerFiles, reloading_server_context
 
 pytestmark = pytest.mark.slow
+AGENT_SH = Path(__file__).resolve().parents[1] / "agent" / "linux-agent.sh"
+REPORT = {"hostname": "vm100", "vmid": "100", "cpuUsage": 1}
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +59,8 @@ def mutual(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 
 
 def test_mutual_tls_serves_a_client_of_the_ca_and_refuses_others_saying_why(mutual: Served, pki: Pki) -> None:
-    report = {"hostname": "vm100", "vmid": "100", "cpuUsage": 1}
     good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
-    reply = requests.post(f"{mutual.url}/api/health/report", json=report, headers={"X-API-Key": AGENT_KEY},
+    reply = requests.post(f"{mutual.url}/api/health/report", json=REPORT, headers={"X-API-Key": AGENT_KEY},
                           timeout=10, **good)
     assert reply.status_code == 200, reply.text
     with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -122,3 +129,51 @@ def test_a_rotated_certificate_is_served_without_a_restart(pki: Pki, tmp_path: P
         wait_for(lambda: _served_serial(served.url, pki.ca) == wanted, 10, "the rotated certificate")
         assert served.process.poll() is None
         assert requests.get(f"{served.url}/healthz", verify=str(pki.ca), timeout=10).status_code == 200
+
+
+def test_the_agent_pushes_over_mutual_tls_and_says_why_when_refused(mutual: Served, pki: Pki) -> None:
+    ca, client = str(pki.ca), (str(pki.client.cert), str(pki.client.key))
+    assert Pusher(mutual.url, AGENT_KEY, 5, ca_bundle=ca, cert_file=client[0], key_file=client[1]).send(REPORT).ok
+    without = Pusher(mutual.url, AGENT_KEY, 5, ca_bundle=ca).send(REPORT)
+    assert without.state == "refused:tls" and "certificate required" in without.detail, without
+    assert "agent.client_cert_file" in without.detail
+    stranger = Pusher(mutual.url, AGENT_KEY, 5, ca_bundle=ca, cert_file=str(pki.stranger.cert),
+                      key_file=str(pki.stranger.key)).send(REPORT)
+    assert stranger.state == "refused:tls" and "unknown ca" in stranger.detail, stranger
+    wrong_ca = Pusher(mutual.url, AGENT_KEY, 5, ca_bundle=str(pki.other_ca), cert_file=client[0],
+                      key_file=client[1]).send(REPORT)
+    assert wrong_ca.state == "refused:tls" and "agent.ca_bundle" in wrong_ca.detail, wrong_ca
+
+
+def test_the_shell_agent_pushes_over_mutual_tls(mutual: Served, pki: Pki, tmp_path: Path) -> None:
+    log = tmp_path / "sh.log"
+    env = {"PATH": os.environ["PATH"], "VMHEALTH_AGENT_EXPORTER_URL": mutual.url,
+           "VMHEALTH_AGENT_API_KEY": AGENT_KEY, "VMHEALTH_AGENT_VMID": "101", "VMHEALTH_AGENT_INTERVAL": "1",
+           "VMHEALTH_AGENT_CA_BUNDLE": str(pki.ca), "VMHEALTH_AGENT_CLIENT_CERT_FILE": str(pki.client.cert),
+           "VMHEALTH_AGENT_CLIENT_KEY_FILE": str(pki.client.key)}
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], stdout=sink,
+                                stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: "reporting to" in log.read_text(), 20, "the shell agent's first report")
+    finally:
+        stop_process(proc, timeout=10)
+    assert "refused" not in log.read_text()
+
+
+def test_pull_mode_serves_https_to_clients_of_the_ca_only(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    files = ServerFiles(str(pki.server.cert), str(pki.server.key), str(pki.ca))
+    server = MetricsServer("127.0.0.1", 0, lambda: "up 1\n", reloading_server_context(files))
+    server.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        good = requests.get(url, verify=str(pki.ca), cert=(str(pki.client.cert), str(pki.client.key)), timeout=10)
+        assert good.status_code == 200 and good.text == "up 1\n"
+        with caplog.at_level(logging.WARNING), pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url, verify=str(pki.ca), timeout=10)
+        wait_for(lambda: "peer did not return a certificate" in caplog.text, 5, "the refusal in the log")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url.replace("https:", "http:"), timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,7 +14,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from vmhealth.gunicorn_worker import MAX_BODY_BYTES, MAX_CONNECTIONS_PER_ADDRESS, worker_class
-from vmhealth.tls import ReloadingContext, ServerFiles, server_files
+from vmhealth.tls import ReloadingContext, ServerFiles, reloading_server_context, server_files
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def tls_settings(files: ServerFiles | None) -> dict[str, Any]:
 
     def ssl_context(_config: Any, _default_factory: Any) -> ssl.SSLContext:
         if not reloading:
-            reloading.append(ReloadingContext(files))
+            reloading.append(reloading_server_context(files))
         return reloading[0].context()
 
     return {"certfile": files.cert_file, "keyfile": files.key_file, "ca_certs": files.client_ca_file,

@@ -196,6 +196,17 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
+def _close_after_alert(raw: socket.socket) -> None:
+    """End a refused handshake so that the client reads OpenSSL's alert (`certificate required`):
+    FIN after it, and what the client already sent read away, lest closing with unread bytes send a
+    reset that overtakes the alert."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(raw, socket.SHUT_WR)
+        for _ in range(16):
+            if not socket.socket.recv(raw, 65536):
+                break
+
+
 def _peer_text(peer: Any) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix socket")
 
@@ -354,6 +365,7 @@ class GuardedThreadWorker(ThreadWorker):
         if seen:
             log.warning("refused %d TLS handshake(s) from %s in the last minute: %s", seen, conn.address, why)
         self._stop_receiving(conn)
+        _close_after_alert(conn.sock.raw)
         self.nr_conns -= 1
         conn.close()
 

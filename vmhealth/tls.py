@@ -13,6 +13,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,10 @@ def server_context(files: ServerFiles) -> ssl.SSLContext:
     return context
 
 
+def reloading_server_context(files: ServerFiles) -> ReloadingContext:
+    return ReloadingContext(lambda: server_context(files), files.paths)
+
+
 def client_context(ca_bundle: str | None, verify: bool = True, cert_file: str | None = None,
                    key_file: str | None = None) -> ssl.SSLContext:
     """A client context verifying the server (against `ca_bundle` when given), presenting a client
@@ -81,17 +86,17 @@ def _signature(paths: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 class ReloadingContext:
-    """The current server context; rebuilt when a file's inode, size or mtime changes (checked at most
-    once a second). A rebuild that fails (a cert written before its key) keeps the last good context
-    and is logged once per change."""
+    """The current context built by `build` from `paths`; rebuilt when a file's inode, size or mtime
+    changes (checked at most once a second). A rebuild that fails (a cert written before its key)
+    keeps the last good context and is logged once per change."""
 
     check_seconds = 1.0
 
-    def __init__(self, files: ServerFiles) -> None:
-        self.files = files
+    def __init__(self, build: Callable[[], ssl.SSLContext], paths: tuple[str, ...]) -> None:
+        self.build, self.paths = build, paths
         self._lock = threading.Lock()
-        self._signature = _signature(files.paths)
-        self._context = server_context(files)
+        self._signature = _signature(paths)
+        self._context = build()
         self._checked = time.monotonic()
 
     def context(self) -> ssl.SSLContext:
@@ -100,15 +105,15 @@ class ReloadingContext:
             return self._context
         with self._lock:
             self._checked = now
-            signature = _signature(self.files.paths)
+            signature = _signature(self.paths)
             if signature != self._signature:
                 self._signature = signature
                 try:
-                    self._context = server_context(self.files)
-                    log.info("TLS: re-read %s", ", ".join(self.files.paths))
+                    self._context = self.build()
+                    log.info("TLS: re-read %s", ", ".join(self.paths))
                 except (OSError, ValueError) as exc:
-                    log.warning("TLS: cannot re-read %s (%s); still serving the previous certificate",
-                                ", ".join(self.files.paths), exc)
+                    log.warning("TLS: cannot re-read %s (%s); still using the previous certificate",
+                                ", ".join(self.paths), exc)
         return self._context
 
 
