@@ -24,7 +24,7 @@ class Pair:
 
 @dataclass(frozen=True)
 class Pki:
-    """`ca` signs `server` (127.0.0.1, localhost), `client`, and `expired` (a server cert out of date);
+    """`ca` signs `server` (127.0.0.1, localhost), `client`, and `expired` / `expired_client` (out of date);
     `other_ca` signs `stranger` (a client cert no listener trusts) and `other_server`."""
 
     ca: Path
@@ -32,6 +32,7 @@ class Pki:
     server: Pair
     client: Pair
     expired: Pair
+    expired_client: Pair
     other_ca: Path
     stranger: Pair
     other_server: Pair
@@ -96,6 +97,7 @@ def make_pki(directory: Path) -> Pki:
         server=issue(directory, "server", ca_cert, ca_key),
         client=issue(directory, "client", ca_cert, ca_key, server=False),
         expired=issue(directory, "expired", ca_cert, ca_key, days=-1, valid_from_days=-10),
+        expired_client=issue(directory, "expired-client", ca_cert, ca_key, server=False, days=-1, valid_from_days=-10),
         other_ca=other_ca,
         stranger=issue(directory, "stranger", other_cert, other_key, server=False),
         other_server=issue(directory, "other-server", other_cert, other_key),

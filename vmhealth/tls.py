@@ -117,6 +117,9 @@ class ReloadingContext:
         return self._context
 
 
+_PEER_DISTRUSTS = ("ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_UNKNOWN")
+
+
 def handshake_failure(exc: BaseException) -> str:
     """Why a handshake failed, in one phrase: OpenSSL's reason (`tlsv1 alert unknown ca`: the client
     does not trust our certificate; `peer did not return a certificate`; `certificate verify failed:
@@ -124,8 +127,13 @@ def handshake_failure(exc: BaseException) -> str:
     verify = getattr(exc, "verify_message", None)
     if verify:
         return f"certificate verify failed: {verify}"
-    reason = getattr(exc, "reason", None)
-    return str(reason).replace("_", " ").lower() if reason else (str(exc) or exc.__class__.__name__)
+    reason = str(getattr(exc, "reason", None) or "")
+    if not reason:
+        return str(exc) or exc.__class__.__name__
+    text = reason.replace("_", " ").lower()
+    if reason.endswith(_PEER_DISTRUSTS):  # an alert the peer sent: it did not accept our certificate
+        return f"the peer does not trust this certificate ({text}): does it verify with the right CA?"
+    return text
 
 
 def file_problems(cert_file: str | None, key_file: str | None, ca_file: str | None = None,
