@@ -104,3 +104,11 @@ def test_the_stack_over_mutual_tls_resets_a_hung_guest_and_refuses_bad_credentia
         wait_for_reset(stack, 101, since, bound + 30)
         wait_for(lambda: [r for r in stack.resets(101) if r["outcome"] == "success"], 30, "the reset's history row")
         assert time.time() - since < bound + 60, formula
+
+        # `vmhealth history` reaches the webhook over https (from webhook.tls_cert_file) with a client cert.
+        command = [sys.executable, "-m", "vmhealth", "history", "--config", str(stack.config_path), "--vmid", "101",
+                   "--ca-file", str(pki.ca), "--cert", str(pki.client.cert), "--key", str(pki.client.key)]
+        shown = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and "success" in shown.stdout, shown.stdout + shown.stderr
+        without = subprocess.run(command[:-6], capture_output=True, text=True, timeout=60)
+        assert without.returncode == 1 and "cannot reach the webhook" in without.stderr, without.stderr

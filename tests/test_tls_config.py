@@ -88,3 +88,53 @@ def test_check_config_prints_the_path(pki: Pki, tmp_path: Path) -> None:
                              text=True, timeout=60)
     assert checked.returncode == 2
     assert f"exporter.tls_key_file: {pki.client.key} does not match the certificate {pki.server.cert}" in checked.stderr
+
+
+def test_the_tls_keys_come_from_the_environment_too(pki: Pki) -> None:
+    environ = {"VMHEALTH_WEBHOOK_TLS_CERT_FILE": str(pki.server.cert),
+               "VMHEALTH_WEBHOOK_TLS_KEY_FILE": str(pki.server.key), "VMHEALTH_WEBHOOK_TLS_CLIENT_CA_FILE": str(pki.ca)}
+    config = load(raw={}, environ=environ)
+    assert (config.webhook.tls_cert_file, config.webhook.tls_client_ca_file) == (str(pki.server.cert), str(pki.ca))
+
+
+def switched_on(text: str, folder: Path) -> str:
+    """A shipped configuration with its commented TLS lines switched on, pointing at `folder`'s files."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("# scheme: https", "# tls_config:", "#   ca_file:", "#   cert_file:", "#   key_file:")):
+            line = line.replace("# ", "", 1)
+        lines.append(line.replace("- url: http://", "- url: https://"))
+    out = "\n".join(lines)
+    for directory in ("/etc/prometheus/vmhealth", "/etc/alertmanager/vmhealth"):
+        out = out.replace(directory, str(folder))
+    return out
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize("name", ["prometheus/prometheus.yml", "deploy/compose/prometheus.yml",
+                                  "alertmanager/alertmanager.yml", "deploy/compose/alertmanager.yml"])
+def test_the_shipped_tls_lines_switch_on_and_pass_the_checkers(name: str, pki: Pki, tmp_path: Path) -> None:
+    from tests.conftest import binary
+
+    root = Path(__file__).resolve().parents[1]
+    for target, source in (("ca.pem", pki.ca), ("prometheus.crt", pki.client.cert), ("prometheus.key", pki.client.key),
+                           ("alertmanager.crt", pki.client.cert), ("alertmanager.key", pki.client.key)):
+        (tmp_path / target).write_bytes(source.read_bytes())
+    text = switched_on((root / name).read_text(), tmp_path)
+    config = yaml.safe_load(text)
+    if name.endswith("prometheus.yml"):
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        assert all(jobs[job]["scheme"] == "https" and jobs[job]["tls_config"]["cert_file"]
+                   for job in ("vmhealth-exporter", "vmhealth-webhook", "vmhealth-agent"))
+        (tmp_path / "rules").symlink_to(root / "prometheus/rules")
+        (tmp_path / "sd").mkdir()
+        command = [binary("promtool"), "check", "config"]
+    else:
+        webhook = next(r for r in config["receivers"] if r["name"] == "vmhealth-webhook")["webhook_configs"][0]
+        assert webhook["url"].startswith("https://") and webhook["http_config"]["tls_config"]["ca_file"]
+        command = [binary("amtool"), "check-config"]
+    path = tmp_path / Path(name).name
+    path.write_text(text)
+    checked = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
