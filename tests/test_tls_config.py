@@ -4,6 +4,8 @@ and TLS keys on a component that cannot use them."""
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +140,23 @@ def test_the_shipped_tls_lines_switch_on_and_pass_the_checkers(name: str, pki: P
     path.write_text(text)
     checked = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_private_key_others_can_read_is_warned_about(pki: Pki, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    key = tmp_path / "server.key"
+    key.write_bytes(pki.server.key.read_bytes())
+    key.chmod(0o640)
+    with caplog.at_level(logging.WARNING, logger="vmhealth.config"):
+        assert problems({"exporter": server(pki, tls_key_file=str(key))}) == []
+    assert f"exporter.tls_key_file: {key} can be read by its group (mode 640); chmod 600 it" in caplog.text
+
+
+def test_the_windows_install_writes_only_agent_keys() -> None:
+    """install-windows.ps1 writes agent.yml from its parameters: each key it sets must be one the agent reads."""
+    from vmhealth.config import SCHEMA
+
+    script = (Path(__file__).resolve().parents[1] / "agent/install-windows.ps1").read_text()
+    written = set(re.findall(r"\$Agent\.(\w+) = ", script))
+    assert {"ca_bundle", "client_cert_file", "client_key_file"} <= written
+    assert written <= set(SCHEMA.keys["agent"].keys), written - set(SCHEMA.keys["agent"].keys)

@@ -177,3 +177,23 @@ def test_pull_mode_serves_https_to_clients_of_the_ca_only(pki: Pki, caplog: pyte
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tls_min_version_refuses_older_clients_saying_why(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    files = ServerFiles(str(pki.server.cert), str(pki.server.key), min_version="1.3")
+    server = MetricsServer("127.0.0.1", 0, lambda: "up 1\n", reloading_server_context(files))
+    server.start()
+    try:
+        old = ssl.create_default_context(cafile=str(pki.ca))
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with caplog.at_level(logging.WARNING), pytest.raises(ssl.SSLError), \
+                socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as raw:
+            old.wrap_socket(raw, server_hostname="127.0.0.1")
+        wait_for(lambda: "unsupported protocol" in caplog.text, 5, "the refusal in the log")
+        current = ssl.create_default_context(cafile=str(pki.ca))
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as raw, \
+                current.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() == "TLSv1.3"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -417,12 +417,21 @@ def _read_secret_file(filename: Any, path: str, loader: _Loader) -> str | None:
     if not text:
         loader.problem(path, f"{filename} is empty")
         return None
-    mode = Path(filename).stat().st_mode & 0o077
+    _warn_if_others_read(path, filename)
+    return text
+
+
+def _warn_if_others_read(path: str, filename: str) -> None:
+    """A secret (a key, a token, a private key) that its group or others can read is logged, not refused."""
+    try:
+        full = Path(filename).stat().st_mode
+    except OSError:
+        return
+    mode = full & 0o077
     if mode:
         log.warning("%s: %s can be read by %s (mode %o); chmod 600 it", path, filename,
                     "group and others" if mode & 0o007 and mode & 0o070 else "others" if mode & 0o007 else "its group",
-                    Path(filename).stat().st_mode & 0o777)
-    return text
+                    full & 0o777)
 
 
 class _FromEnv(str):
@@ -668,8 +677,11 @@ def _check_tls(config: SimpleNamespace, loader: _Loader) -> None:
         from vmhealth.tls import file_problems
 
         where = {"cert": cert_key, "key": key_key, "ca": ca_key}
-        for which, message in file_problems(cert, key, ca):
+        found = file_problems(cert, key, ca)
+        for which, message in found:
             loader.problem(f"{section}.{where[which]}", message)
+        if key and not found:
+            _warn_if_others_read(f"{section}.{key_key}", key)
 
 
 def _check_required(config: SimpleNamespace, component: str, loader: _Loader) -> None:
