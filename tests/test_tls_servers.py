@@ -13,18 +13,20 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve
 from tests.tls_support import Pki, make_pki, reissue
 from vmhealth.agent.push import Pusher
 from vmhealth.agent.server import MetricsServer
-from vmhealth.processes import stop_process, wait_for
+from vmhealth.processes import free_port, stop_process, wait_for
 from vmhealth.simulator.testing import running_simulator
 from vmhealth.tls import ServerFiles, reloading_server_context
 
@@ -197,3 +199,35 @@ def test_tls_min_version_refuses_older_clients_saying_why(pki: Pki, caplog: pyte
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_documented_gunicorn_command_serves_https_from_the_files_keys(pki: Pki, tmp_path: Path) -> None:
+    """`VMHEALTH_CONFIG=… gunicorn -c webhook/gunicorn.conf.py …` takes the tls_* keys as `vmhealth webhook` does."""
+    port = free_port()
+    (tmp_path / "vmhealth.yml").write_text(yaml.safe_dump({
+        "clusters": [{"name": "lab", "host": "127.0.0.1:9", "token_id": "a@pve!b", "token_secret": "s",
+                      "verify_ssl": False}],
+        "webhook": {"listen": f"127.0.0.1:{port}", "token": "alertmanager-token-from-file",
+                    "admin_token": "admin-token-from-file", "database_url": f"sqlite:///{tmp_path / 'webhook.db'}",
+                    **tls_section(pki, tmp_path, client_ca=True)}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
+    env["VMHEALTH_CONFIG"] = str(tmp_path / "vmhealth.yml")
+    root = Path(__file__).resolve().parents[1]
+    with (tmp_path / "gunicorn.log").open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "webhook/gunicorn.conf.py"),
+                                    "vmhealth.webhook:create_app()"], cwd=tmp_path, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT)
+    good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
+    try:
+        def up() -> bool:
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
+            try:
+                return requests.get(f"https://127.0.0.1:{port}/healthz", timeout=2, **good).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, 60, "gunicorn serving the webhook over https")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"https://127.0.0.1:{port}/healthz", timeout=5, verify=str(pki.ca))
+    finally:
+        stop_process(process, timeout=30)
