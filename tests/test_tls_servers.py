@@ -231,3 +231,26 @@ def test_the_documented_gunicorn_command_serves_https_from_the_files_keys(pki: P
             requests.get(f"https://127.0.0.1:{port}/healthz", timeout=5, verify=str(pki.ca))
     finally:
         stop_process(process, timeout=30)
+
+
+def test_pipelined_requests_over_tls_are_all_answered(mutual: Served, pki: Pki) -> None:
+    """A kept-alive request and a second one with a 12 KB body, sent in one TLS record, are both answered
+    (the second from what the loop buffered behind the first)."""
+    port = int(mutual.url.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    body = b'{"hostname": "vm100", "vmid": "100", "cpuUsage": 1, "pad": "' + b"x" * 12000 + b'"}'
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = (f"POST /api/health/report HTTP/1.1\r\nHost: x\r\nX-API-Key: {AGENT_KEY}\r\nConnection: close\r\n"
+              f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    assert len(first + second) < 16384  # one record
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(first + second)
+        replies = b""
+        while replies.count(b"HTTP/1.1 ") < 2:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            replies += chunk
+    assert replies.count(b"HTTP/1.1 200") == 2, replies[:500]

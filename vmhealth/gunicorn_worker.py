@@ -391,9 +391,7 @@ class GuardedThreadWorker(ThreadWorker):
     def _on_receive(self, conn: _Conn, _fileobj: Any) -> None:
         raw = conn.sock.raw
         try:
-            data = raw.recv(65536)
-            while isinstance(raw, ssl.SSLSocket) and raw.pending():  # decrypted bytes select cannot see
-                data += raw.recv(65536)
+            data = raw.recv(65536)  # over TLS: one whole record (16 KiB at most); OpenSSL reads no further ahead
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
