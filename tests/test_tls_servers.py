@@ -254,3 +254,43 @@ def test_pipelined_requests_over_tls_are_all_answered(mutual: Served, pki: Pki) 
                 break
             replies += chunk
     assert replies.count(b"HTTP/1.1 200") == 2, replies[:500]
+
+
+def _same_size_pair(pki: Pki, folder: Path, cert: Path, key: Path) -> tuple[Path, Path]:
+    """A new pair whose files are as large as the served ones (the serial and signature vary in length)."""
+    for attempt in range(50):
+        pair = reissue(pki, folder / str(attempt), "server")
+        if pair.cert.stat().st_size == cert.stat().st_size and pair.key.stat().st_size == key.stat().st_size:
+            return pair.cert, pair.key
+    raise AssertionError("no certificate of the same size in 50 attempts")
+
+
+def test_sighup_reads_certificates_the_change_check_cannot_see(pki: Pki, tmp_path: Path) -> None:
+    """Files rewritten in place with their old size and modification time look unchanged to the
+    once-a-second check; a SIGHUP to the master restarts the worker, which reads them."""
+    import signal
+
+    from cryptography import x509
+
+    with running_simulator(nodes=1, guests=1) as sim, \
+            serve("exporter", exporter_config(sim, tmp_path, **tls_section(pki, tmp_path, client_ca=False)),
+                  tmp_path, tls={"verify": str(pki.ca)}) as served:
+        first = _served_serial(served.url, pki.ca)
+        cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+        new_cert, new_key = _same_size_pair(pki, tmp_path / "rotated", cert, key)
+        for target, source in ((cert, new_cert), (key, new_key)):
+            times = target.stat()
+            target.write_bytes(source.read_bytes())  # same inode, same size
+            os.utime(target, ns=(times.st_atime_ns, times.st_mtime_ns))
+        time.sleep(1.5)
+        assert _served_serial(served.url, pki.ca) == first
+        served.process.send_signal(signal.SIGHUP)
+        wanted = x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number
+        def rotated() -> bool:
+            try:
+                return _served_serial(served.url, pki.ca) == wanted
+            except OSError:  # the worker is being replaced
+                return False
+
+        wait_for(rotated, 30, "the certificate read after SIGHUP")
+        assert served.process.poll() is None
