@@ -2,7 +2,7 @@
 mutual TLS refusing a missing or foreign client certificate with the reason in the log, handshakes
 that stall costing no thread, and certificates rotated without a restart.
 
-Cost: about 25 s (one gunicorn process per test group).
+Cost: about 25 s (a gunicorn process per group of tests).
 """
 
 from __future__ import annotations
@@ -294,3 +294,14 @@ def test_sighup_reads_certificates_the_change_check_cannot_see(pki: Pki, tmp_pat
 
         wait_for(rotated, 30, "the certificate read after SIGHUP")
         assert served.process.poll() is None
+
+
+def test_the_agent_reads_a_rotated_client_certificate(mutual: Served, pki: Pki, tmp_path: Path) -> None:
+    cert, key = tmp_path / "guest.crt", tmp_path / "guest.key"
+    shutil.copy(pki.stranger.cert, cert)
+    shutil.copy(pki.stranger.key, key)
+    pusher = Pusher(mutual.url, AGENT_KEY, 5, ca_bundle=str(pki.ca), cert_file=str(cert), key_file=str(key))
+    assert pusher.send(REPORT).state == "refused:tls"
+    shutil.copy(pki.client.cert, cert)
+    shutil.copy(pki.client.key, key)
+    wait_for(lambda: pusher.send(REPORT).ok, 10, "a report with the rotated certificate")
