@@ -174,5 +174,5 @@ def _why(path: str) -> str:
     try:
         with open(path, "rb"):
             return ""
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        return getattr(exc, "strerror", None) or str(exc)
