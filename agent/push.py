@@ -54,8 +54,8 @@ class Outcome:
         return self.state == "unreachable"
 
 
-def ssl_context(url: str, verify: bool, ca_bundle: str | None, cert_file: str | None = None,
-                key_file: str | None = None) -> Any:
+def client_tls(url: str, verify: bool, ca_bundle: str | None, cert_file: str | None = None,
+               key_file: str | None = None) -> Any:
     """The TLS context for an https exporter URL (verified by default, against `ca_bundle` when given,
     presenting `cert_file` for mutual TLS; re-read when those files change); None for http, which
     then never loads the ssl module."""
@@ -76,7 +76,7 @@ class Pusher:
         self.url = exporter_url.rstrip("/") + REPORT_PATH
         self.api_key = api_key
         self.timeout = timeout
-        self.tls = ssl_context(self.url, verify_ssl, ca_bundle, cert_file, key_file)
+        self.tls = client_tls(self.url, verify_ssl, ca_bundle, cert_file, key_file)
         self.state = "starting"
         self.failures_in_row = 0
         self.failures_total = 0

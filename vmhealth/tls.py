@@ -19,8 +19,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-# What the keys of a TLS-serving section are called, and which of them need a listener to make sense.
-SERVER_KEYS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ def server_context(files: ServerFiles) -> ssl.SSLContext:
 
 
 def reloading_server_context(files: ServerFiles) -> ReloadingContext:
+    """The listener's context, re-read when its files change."""
     return ReloadingContext(lambda: server_context(files), files.paths)
 
 
