@@ -160,3 +160,21 @@ def test_the_windows_install_writes_only_agent_keys() -> None:
     written = set(re.findall(r"\$Agent\.(\w+) = ", script))
     assert {"ca_bundle", "client_cert_file", "client_key_file"} <= written
     assert written <= set(SCHEMA.keys["agent"].keys), written - set(SCHEMA.keys["agent"].keys)
+
+
+@pytest.mark.parametrize(("listen", "tls", "warned"), [
+    ("0.0.0.0:9747", False, True), ("[::]:9747", False, True), ("192.0.2.4:9747", False, True),
+    ("0.0.0.0:9747", True, False), ("127.0.0.1:9747", False, False), ("[::1]:9747", False, False),
+])
+def test_plain_http_beyond_loopback_is_warned_about(listen: str, tls: bool, warned: bool) -> None:
+    from types import SimpleNamespace
+
+    from vmhealth.tls import plain_http_warning
+
+    section = SimpleNamespace(listen=listen, tls_cert_file="x.crt" if tls else None)
+    warning = plain_http_warning("exporter", section)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning == (f"exporter listens on {listen} over plain HTTP: the keys and tokens sent to it cross the "
+                           "network in the clear; set exporter.tls_cert_file and tls_key_file (docs/security.md, "
+                           "Channels)")

@@ -14,7 +14,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from vmhealth.gunicorn_worker import MAX_BODY_BYTES, MAX_CONNECTIONS_PER_ADDRESS, worker_class
-from vmhealth.tls import ReloadingContext, ServerFiles, reloading_server_context, server_files
+from vmhealth.tls import ReloadingContext, ServerFiles, plain_http_warning, reloading_server_context, server_files
 
 log = logging.getLogger(__name__)
 
@@ -115,4 +115,7 @@ def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callab
     """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
     settings = section_settings(section, max_body_bytes, logging.getLevelName(logging.getLogger().level).lower())
     log.info("%s listening on %s%s", component, "https://" if section.tls_cert_file else "http://", section.listen)
+    warning = plain_http_warning(component, section)
+    if warning:
+        log.warning(warning)
     return run_gunicorn(factory, settings, stop)

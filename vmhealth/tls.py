@@ -43,6 +43,17 @@ def server_files(section: Any) -> ServerFiles | None:
                        section.tls_min_version or "1.2")
 
 
+def plain_http_warning(component: str, section: Any) -> str | None:
+    """What to warn about when a server listens beyond loopback without TLS: the credentials sent to
+    it cross the network in the clear."""
+    host = str(section.listen).rpartition(":")[0].strip("[]")
+    if getattr(section, "tls_cert_file", None) or host in ("127.0.0.1", "::1", "localhost") \
+            or host.startswith("127."):
+        return None
+    return (f"{component} listens on {section.listen} over plain HTTP: the keys and tokens sent to it cross the "
+            f"network in the clear; set {component}.tls_cert_file and tls_key_file (docs/security.md, Channels)")
+
+
 def server_context(files: ServerFiles) -> ssl.SSLContext:
     """A server context: the cert chain, TLS >= min_version, and client certificates required and
     verified against client_ca_file when it is set (mutual TLS)."""
