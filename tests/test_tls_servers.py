@@ -307,3 +307,24 @@ def test_the_agent_reads_a_rotated_client_certificate(mutual: Served, pki: Pki, 
     shutil.copy(pki.client.cert, cert)
     shutil.copy(pki.client.key, key)
     wait_for(lambda: pusher.send(REPORT).ok, 10, "a report with the rotated certificate")
+
+
+def test_the_agent_in_pull_mode_serves_https_from_its_keys(pki: Pki) -> None:
+    from vmhealth.agent.runner import Agent
+    from vmhealth.config import load
+
+    port = free_port()
+    config = load(raw={"agent": {"mode": "pull", "listen": f"127.0.0.1:{port}", "vmid": 100,
+                                 "tls_cert_file": str(pki.server.cert), "tls_key_file": str(pki.server.key),
+                                 "tls_client_ca_file": str(pki.ca)}}, environ={})
+    agent = Agent(config.agent)
+    agent.start_server()
+    try:
+        page = requests.get(f"https://127.0.0.1:{port}/metrics", verify=str(pki.ca), timeout=10,
+                            cert=(str(pki.client.cert), str(pki.client.key)))
+        assert page.status_code == 200 and "vmhealth_agent_info" in page.text
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"https://127.0.0.1:{port}/metrics", verify=str(pki.ca), timeout=10)
+    finally:
+        agent.server.shutdown()
+        agent.server.server_close()
