@@ -328,3 +328,22 @@ def test_the_agent_in_pull_mode_serves_https_from_its_keys(pki: Pki) -> None:
     finally:
         agent.server.shutdown()
         agent.server.server_close()
+
+
+def test_the_compose_files_tls_healthcheck_works(mutual: Served, pki: Pki) -> None:
+    """The commented healthcheck of docker-compose.yml, switched on, passes against an exporter with
+    mutual TLS (its files where the compose file mounts them)."""
+    compose = (Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text()
+    line = next(line for line in compose.splitlines() if "https://127.0.0.1:9747/healthz" in line)
+    command = yaml.safe_load(line.strip().removeprefix("# "))["test"]
+    assert command[:3] == ["CMD", "python", "-c"]
+    port = mutual.url.rsplit(":", 1)[1]
+    code = (command[3].replace("/etc/vmhealth/tls/ca.pem", str(pki.ca))
+            .replace("/etc/vmhealth/tls/probe.crt", str(pki.client.cert))
+            .replace("/etc/vmhealth/tls/probe.key", str(pki.client.key)).replace(":9747/", f":{port}/"))
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    refused = subprocess.run([sys.executable, "-c", code.replace(str(pki.client.cert), str(pki.stranger.cert))
+                              .replace(str(pki.client.key), str(pki.stranger.key))],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0
