@@ -39,7 +39,8 @@ def server(pki: Pki, **overrides: Any) -> dict[str, Any]:
 
 def test_a_good_server_and_client_setup_is_accepted(pki: Pki) -> None:
     raw = {"exporter": server(pki, tls_client_ca_file=str(pki.ca), tls_min_version="1.3"),
-           "webhook": server(pki),
+           "webhook": server(pki, ca_bundle=str(pki.ca), client_cert_file=str(pki.client.cert),
+                             client_key_file=str(pki.client.key)),
            "agent": {"mode": "both", "exporter_url": "https://127.0.0.1:9747", "ca_bundle": str(pki.ca),
                      "client_cert_file": str(pki.client.cert), "client_key_file": str(pki.client.key),
                      **server(pki)}}
@@ -58,6 +59,13 @@ def test_missing_and_unreadable_files_are_named(pki: Pki, tmp_path: Path) -> Non
 def test_a_key_that_is_not_the_certificates_is_refused(pki: Pki) -> None:
     found = problems({"exporter": server(pki, tls_key_file=str(pki.client.key))})
     assert found == [f"exporter.tls_key_file: {pki.client.key} does not match the certificate {pki.server.cert}"]
+
+
+def test_the_webhooks_client_certificate_is_checked_too(pki: Pki) -> None:
+    assert problems({"webhook": {"client_cert_file": str(pki.client.cert), "client_key_file": str(pki.server.key)}}) \
+        == [f"webhook.client_key_file: {pki.server.key} does not match the certificate {pki.client.cert}"]
+    assert problems({"webhook": {"client_cert_file": str(pki.client.cert)}}) == [
+        "webhook.client_key_file: missing (client_cert_file is set)"]
 
 
 def test_an_expired_certificate_is_refused_with_its_date(pki: Pki) -> None:

@@ -347,3 +347,16 @@ def test_the_compose_files_tls_healthcheck_works(mutual: Served, pki: Pki) -> No
                               .replace(str(pki.client.key), str(pki.stranger.key))],
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0
+
+
+def test_the_webhook_reads_heartbeats_from_an_exporter_with_mutual_tls(mutual: Served, pki: Pki) -> None:
+    from vmhealth.webhook.heartbeat import HeartbeatReader
+
+    good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
+    assert requests.post(f"{mutual.url}/api/health/report", json=REPORT, headers={"X-API-Key": AGENT_KEY},
+                         timeout=10, **good).status_code == 200
+    cluster = requests.get(f"{mutual.url}/api/vms/100", timeout=10, **good).json()["cluster"]
+    read = HeartbeatReader(None, [mutual.url], ca_bundle=str(pki.ca), client_cert=good["cert"]).age(cluster, 100)
+    assert read.error == "" and read.age is not None and read.age < 30, read
+    refused = HeartbeatReader(None, [mutual.url], ca_bundle=str(pki.ca)).age(cluster, 100)
+    assert refused.age is None and "SSLError" in refused.error, refused

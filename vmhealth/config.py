@@ -202,6 +202,9 @@ SCHEMA = Section(
                     "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
                 "policy": _policy_section(),
                 **_tls_server_keys(),
+                "ca_bundle": Key("str", None, doc="CA to verify an https prometheus_url / exporter_urls with"),
+                "client_cert_file": Key("str", None, doc="certificate presented to them (an exporter with mutual TLS)"),
+                "client_key_file": Key("str", None, doc="its private key"),
             }
         ),
         "agent": Section(
@@ -663,7 +666,7 @@ def _check_tls(config: SimpleNamespace, loader: _Loader) -> None:
             if getattr(agent, key):
                 loader.problem(f"agent.{key}", f"agent.exporter_url {agent.exporter_url} is not https://")
     checks = [(s, "tls_cert_file", "tls_key_file", "tls_client_ca_file") for s in ("exporter", "webhook", "agent")]
-    checks.append(("agent", "client_cert_file", "client_key_file", "ca_bundle"))
+    checks += [(s, "client_cert_file", "client_key_file", "ca_bundle") for s in ("webhook", "agent")]
     for section, cert_key, key_key, ca_key in checks:
         node = getattr(config, section)
         cert, key, ca = getattr(node, cert_key), getattr(node, key_key), getattr(node, ca_key)
