@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from vmhealth import openapi
+from vmhealth.webhook import pauses
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
@@ -53,6 +54,8 @@ class WebhookContext:
             "incidents": self.store.open_incident_attempts(),
             "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
             "circuit": dict(self.remediator.circuit),
+            "pauses": [(p.scope, p.since) for p in pauses.active(self.store)],
+            "pause_alert_after": float(self.config.webhook.policy.pause_alert_after),
             "queue": self.store.pending_events(),
         }
 
