@@ -59,7 +59,7 @@ def evidence_json(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
+def configured_cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
     names = [c.name for c in current_app.config["VMHEALTH"].clusters]
     wanted = request.args.get("cluster")
     if wanted:
@@ -95,7 +95,7 @@ def reset(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     answer, status = manual_reset(current_app.extensions["vmhealth"], cluster, vmid, who, reason, force)
@@ -136,7 +136,7 @@ def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force
 @require_admin
 def release(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     _, who, problem = _manual_body()
@@ -152,7 +152,7 @@ def release(vmid: int) -> tuple[Any, int]:
 def close_incident(vmid: int) -> tuple[Any, int]:
     """End the guest's open incident without a resolved notification (an alert that will never resolve)."""
     ctx = current_app.extensions["vmhealth"]
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     body, who, problem = _manual_body()
