@@ -103,7 +103,8 @@ def _safe_next(value: str | None) -> str:
 
 @bp.get("/login")
 def login() -> Any:
-    return render_template("console/login.html", next=_safe_next(request.args.get("next")))
+    expired = console_session.EXPIRED if request.args.get("expired") else ""
+    return render_template("console/login.html", next=_safe_next(request.args.get("next")), error=expired)
 
 
 @bp.post("/login")

@@ -25,6 +25,7 @@ from flask.sessions import SecureCookieSessionInterface
 COOKIE = "vmhealth_console"
 ROLES = ("viewer", "admin")
 FAILED_LOGIN_DELAY = 1.0  # seconds a wrong token waits for its answer
+EXPIRED = "Your session has expired: log in again."
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -37,14 +38,24 @@ class _SessionInterface(SecureCookieSessionInterface):
 def install(app: Flask, config: SimpleNamespace) -> None:
     webhook = config.webhook
     lifetime = float(webhook.console_session)
-    app.secret_key = hmac.new(webhook.admin_token.encode(), b"vmhealth console session", hashlib.sha256).hexdigest()
+    app.secret_key = signing_key(webhook.admin_token)
     app.session_interface = _SessionInterface()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=lifetime, SESSION_REFRESH_EACH_REQUEST=False)
 
 
+def signing_key(admin_token: str) -> str:
+    """The cookie's signing key: the same on every replica, another one after the admin token changed."""
+    return hmac.new(admin_token.encode(), b"vmhealth console session", hashlib.sha256).hexdigest()
+
+
+def token_tag(key: str, token: str) -> str:
+    """Which token a session logged in with, without keeping the token."""
+    return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _tag(token: str) -> str:
-    return hmac.new(current_app.secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
+    return token_tag(current_app.secret_key, token)
 
 
 def role_of(token: str) -> str | None:
@@ -103,12 +114,12 @@ def login_required(admin: bool = False) -> Callable[[Callable[..., Any]], Callab
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             user = current()
             if user is None:
-                expired = "role" in session
-                session.pop("role", None)
+                expired = "role" in session  # a login that ran out, or whose token was replaced
                 if request.method == "GET":
-                    return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
-                message = "Your session has expired: log in again." if expired else "Log in first."
-                return render_template("console/login.html", error=message, next=""), 401
+                    return redirect(url_for("console.login", next=request.full_path.rstrip("?"),
+                                            expired=1 if expired else None))
+                return render_template("console/login.html", error=EXPIRED if expired else "Log in first.",
+                                       next=""), 401
             if request.method == "POST" and not csrf_ok(request):
                 return render_template("console/message.html", user=user, title="Refused",
                                        message="The form's CSRF token is missing or wrong: nothing was done. "
