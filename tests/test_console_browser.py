@@ -277,3 +277,14 @@ def test_pages_fit_a_phone_in_the_dark(stack: Stack, chrome: Any, shots: Path) -
     phone(chrome, False)
     chrome.get(ui(stack, "/"))
     assert chrome.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(247, 247, 248)"
+
+
+def test_the_original_metrics_endpoint_answers_its_shape_from_prometheus(stack: Stack) -> None:
+    reply = requests.get(f"{stack.urls['webhook']}/api/vms/{UNTOUCHED}/metrics?hours=1",
+                         headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    points = reply.json()
+    assert points and set(points[-1]) == {"timestamp", "cpuUsage", "ramUsage", "ramTotal", "uptime"}
+    last = points[-1]
+    assert 0 <= last["cpuUsage"] <= 100 and 0 < last["ramUsage"] <= last["ramTotal"] and last["uptime"] > 0
+    assert [p["timestamp"] for p in points] == sorted(p["timestamp"] for p in points)
