@@ -128,9 +128,11 @@ def login_post() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
-    if csrf_ok(request):
-        console_session.session.clear()
-        flash("You are logged out.", "ok")
+    if not csrf_ok(request):
+        return render_template("console/login.html", error="The form expired: log out from a page you reload.",
+                               next=""), 400
+    console_session.session.clear()
+    flash("You are logged out.", "ok")
     return redirect(url_for("console.login"))
 
 

@@ -38,7 +38,8 @@ class _SessionInterface(SecureCookieSessionInterface):
 def install(app: Flask, config: SimpleNamespace) -> None:
     webhook = config.webhook
     lifetime = float(webhook.console_session)
-    app.secret_key = signing_key(webhook.admin_token)
+    # no admin token, no admin login: a random key still signs the login form's CSRF token
+    app.secret_key = signing_key(webhook.admin_token) if webhook.admin_token else secrets.token_hex(32)
     app.session_interface = _SessionInterface()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=lifetime, SESSION_REFRESH_EACH_REQUEST=False)
