@@ -188,33 +188,27 @@ def _pause_scope(body: dict[str, Any]) -> tuple[str, tuple[Any, int] | None]:
 @require_admin
 def pause() -> tuple[Any, int]:
     """Pause automatic remediation of the fleet, or of one `cluster`, until resumed; `reason` is required."""
-    body, who, problem = _manual_body()
-    if problem:
-        return problem
-    scope, problem = _pause_scope(body)
-    if problem:
-        return problem
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000 or not utf8_text(reason):
-        return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
-                                                   "characters"}), 400
-    answer, status = set_pause(current_app.extensions["vmhealth"], scope, who, reason, True)
-    return jsonify(answer), status
+    return _pause_request(True)
 
 
 @bp.post("/remediation/resume")
 @require_admin
 def resume() -> tuple[Any, int]:
+    return _pause_request(False)
+
+
+def _pause_request(paused: bool) -> tuple[Any, int]:
     body, who, problem = _manual_body()
     if problem:
         return problem
     scope, problem = _pause_scope(body)
     if problem:
         return problem
-    reason = body.get("reason", "resumed")
-    if not isinstance(reason, str) or len(reason) > 1000 or not utf8_text(reason):
-        return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
-    answer, status = set_pause(current_app.extensions["vmhealth"], scope, who, reason or "resumed", False)
+    reason = body.get("reason", None if paused else "resumed")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000 or not utf8_text(reason):
+        return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
+                                                   "characters"}), 400
+    answer, status = set_pause(current_app.extensions["vmhealth"], scope, who, reason, paused)
     return jsonify(answer), status
 
 

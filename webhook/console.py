@@ -155,7 +155,9 @@ def now(user: Any) -> Any:
     return render_template("console/now.html", fleet=fleet_view.by_state(views.values()), states=fleet_view.STATES,
                            prometheus_error=prometheus_error, incidents=remediation_view.incidents(ctx.store),
                            quarantines=remediation_view.quarantines(ctx.store),
-                           brakes=remediation_view.brakes(ctx), views=views)
+                           brakes=remediation_view.brakes(ctx), views=views,
+                           rows=[action_json(r) for r in ctx.store.history(outcome="skipped", since=time.time() - 3600,
+                                                                           limit=10)])
 
 
 @bp.get("/history")
