@@ -32,7 +32,8 @@ def pause(store: Store, scope: str, actor: str, reason: str, now: float) -> bool
         except IntegrityError:
             return False
         session.add(Action(at=now, cluster="" if scope == FLEET else scope, outcome="paused", actor=actor,
-                           reason=reason[:2000], error=f"automatic remediation paused for {describe(scope)}"))
+                           reason=reason[:2000],
+                           error=f"automatic remediation paused for {describe(scope)}: {reason[:500]}"))
     return True
 
 
@@ -47,7 +48,7 @@ def resume(store: Store, scope: str, actor: str, reason: str, now: float) -> Pau
         session.add(Action(at=now, cluster="" if scope == FLEET else scope, outcome="resumed", actor=actor,
                            reason=reason[:2000],
                            error=f"automatic remediation resumed for {describe(scope)} after "
-                                 f"{now - found.since:.0f}s paused"))
+                                 f"{now - found.since:.0f}s paused: {reason[:500]}"))
         session.expunge(found)
     return found
 
