@@ -113,6 +113,9 @@ def _policy_section() -> Section:
                 "duration", "15m", doc="an incident with no notification this long closes as expired (3x the "
                 "webhook route's repeat_interval of 5m: a firing alert is sent again at least that often)"
             ),
+            "pause_alert_after": Key(
+                "duration", "2h", doc="a runtime pause of automatic remediation longer than this fires "
+                "VMHealthRemediationPaused"),
             "guest_agent_check": Key(
                 "str", "auto", choices=("auto", "off"),
                 doc="auto: before a reset, ping the QEMU guest agent where one is configured; an answer refuses",
@@ -200,10 +203,15 @@ SCHEMA = Section(
                 "prometheus_url": Key("url", None, doc="Prometheus to read a guest's heartbeat age from before acting"),
                 "exporter_urls": Key(
                     "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
+                "grafana_url": Key("url", None, doc="the console links each guest to its Grafana dashboard here"),
+                "console_session": Key("duration", "12h", doc="a console login lasts this long"),
+                "proxy_hops": Key(
+                    "int", 0, minimum=0, maximum=5,
+                    doc="reverse proxies in front that set X-Forwarded-For/-Proto/-Host/-Prefix (trusted)"),
                 "policy": _policy_section(),
                 **_tls_server_keys(),
-                "ca_bundle": Key("str", None, doc="CA to verify an https prometheus_url / exporter_urls with"),
-                "client_cert_file": Key("str", None, doc="certificate presented to them (an exporter with mutual TLS)"),
+                "ca_bundle": Key("str", None, doc="CA to verify https exporter_urls with"),
+                "client_cert_file": Key("str", None, doc="certificate presented to exporter_urls (mutual TLS)"),
                 "client_key_file": Key("str", None, doc="its private key"),
             }
         ),
