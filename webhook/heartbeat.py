@@ -39,12 +39,15 @@ class HeartbeatAge:
 class HeartbeatReader:
     """Reads heartbeat ages from Prometheus, or else from the exporters; `None` source: nothing to read."""
 
-    def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS):
+    def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS,
+                 ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None):
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.exporter_urls = [url.rstrip("/") for url in exporter_urls]
         self.timeout = timeout
         self.session = requests.Session()
         self.prometheus = PrometheusAPI(self.prometheus_url or "", timeout)
+        # for the exporters, per request (requests lets REQUESTS_CA_BUNDLE override a session's verify)
+        self.tls: dict[str, Any] = {"verify": ca_bundle or True, "cert": client_cert}
 
     @property
     def configured(self) -> bool:
@@ -86,7 +89,8 @@ class HeartbeatReader:
         answered = False
         for url in self.exporter_urls:
             try:
-                reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout)
+                reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout,
+                                         **self.tls)
                 if reply.status_code == 404:
                     answered = True
                     continue

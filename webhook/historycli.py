@@ -72,14 +72,15 @@ def _number(value: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, print_json
+    from vmhealth.webhook.client import base_url, call, print_json, tls_options
 
     config = load_config_or_exit(args, ())
     params: dict[str, Any] = {"limit": args.limit}
     for key in ("vmid", "since", "outcome", "cluster"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", None, args.timeout, params=params)
+    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", None, args.timeout, params=params,
+                        **tls_options(args))
     if status != 200:
         print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}")
         return 1

@@ -68,7 +68,10 @@ class Remediator:
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
         self.io_idle_rate = float(config.thresholds.io_idle_bytes_per_second)
         self.stale_timeout = float(config.thresholds.stale_timeout)
-        self.heartbeats = HeartbeatReader(config.webhook.prometheus_url, config.webhook.exporter_urls)
+        hook = config.webhook
+        client_cert = (hook.client_cert_file, hook.client_key_file) if hook.client_cert_file else None
+        self.heartbeats = HeartbeatReader(hook.prometheus_url, hook.exporter_urls, ca_bundle=hook.ca_bundle,
+                                          client_cert=client_cert)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
         self.resources = NotificationReads()
