@@ -158,3 +158,11 @@ def test_a_sparkline_scales_into_its_box_and_breaks_at_gaps() -> None:
     assert line.path.split(" L")[0] == f"M0.0 {HEIGHT:.1f}" and line.high == 10 and line.last == 10
     assert line.path.count("M") == 2  # the 80 s without samples is a gap, not a line
     assert sparkline([], 0, 100, 15).path == ""
+
+
+def test_over_tls_the_cookie_is_secure(make: Any) -> None:
+    client = make().test_client()
+    page = client.get("/ui/login", base_url="https://localhost").text
+    reply = client.post("/ui/login", base_url="https://localhost",
+                        data={"csrf": csrf(page), "token": ADMIN, "who": "", "next": ""})
+    assert reply.status_code == 302 and "; Secure" in reply.headers["Set-Cookie"]
