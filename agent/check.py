@@ -50,7 +50,8 @@ def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
             line(True, f"timeout {agent_cfg.timeout:g}s is not below interval {interval:g}s; "
                  f"{effective_timeout(float(agent_cfg.timeout), interval):g}s is used")
         pusher = Pusher(agent_cfg.exporter_url, agent_cfg.api_key, effective_timeout(float(agent_cfg.timeout),
-                        interval), agent_cfg.verify_ssl, agent_cfg.ca_bundle)
+                        interval), agent_cfg.verify_ssl, agent_cfg.ca_bundle, agent_cfg.client_cert_file,
+                        agent_cfg.client_key_file)
         outcome = pusher.send(build(sample, identity))
         if outcome.ok:
             line(True, f"exporter {pusher.url} accepted a report")

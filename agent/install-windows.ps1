@@ -14,6 +14,10 @@
 
 .EXAMPLE
   .\install-windows.ps1 -ExporterUrl https://vmhealth.example.org:9747 -ApiKey $key -Vmid 105 -CaBundle C:\ca.pem -Package C:\vmhealth-0.1.0-py3-none-any.whl
+
+.EXAMPLE
+  # mutual TLS: the exporter has tls_client_ca_file; this guest presents its own certificate
+  .\install-windows.ps1 -ExporterUrl https://vmhealth.example.org:9747 -ApiKey $key -CaBundle C:\ca.pem -ClientCertFile C:\vmhealth\guest.crt -ClientKeyFile C:\vmhealth\guest.key
 #>
 [CmdletBinding()]
 param(
@@ -24,6 +28,8 @@ param(
   [string]$Interval = "30s",
   [ValidateSet("push", "pull", "both")][string]$Mode = "push",
   [string]$CaBundle = "",
+  [string]$ClientCertFile = "",
+  [string]$ClientKeyFile = "",
   [string]$Package = "vmhealth[windows]",
   [string]$Python = "py",
   [switch]$Uninstall
@@ -69,6 +75,8 @@ if ($ApiKey) { $Agent.api_key = $ApiKey }
 if ($Vmid -gt 0) { $Agent.vmid = $Vmid }
 if ($Cluster) { $Agent.cluster = $Cluster }
 if ($CaBundle) { $Agent.ca_bundle = $CaBundle }
+if ($ClientCertFile) { $Agent.client_cert_file = $ClientCertFile }
+if ($ClientKeyFile) { $Agent.client_key_file = $ClientKeyFile }
 @{ agent = $Agent } | ConvertTo-Json -Depth 3 | Set-Content -Path $ConfigPath -Encoding UTF8
 # Only SYSTEM (the service) and Administrators may read the key.
 & icacls.exe $ConfigPath /inheritance:r /grant:r "*S-1-5-18:(R)" "*S-1-5-32-544:(F)" | Out-Null

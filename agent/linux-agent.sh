@@ -17,6 +17,8 @@
 #   VMHEALTH_AGENT_INTERVAL       seconds, default 30
 #   VMHEALTH_AGENT_TIMEOUT        seconds, default 10
 #   VMHEALTH_AGENT_CA_BUNDLE      PEM file of the exporter's CA (https)
+#   VMHEALTH_AGENT_CLIENT_CERT_FILE, VMHEALTH_AGENT_CLIENT_KEY_FILE
+#                                 this guest's client certificate and key, for an exporter with mutual TLS
 set -u
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) vmhealth-agent: $*" >&2; }
@@ -108,6 +110,8 @@ while :; do
   # The key goes to curl on stdin, never on its command line (where `ps` would show it).
   code=$(printf 'header = "X-API-Key: %s"\n' "$API_KEY" | curl -sS -K - -o "$REPLY" -w '%{http_code}' \
     --max-time "$TIMEOUT" ${VMHEALTH_AGENT_CA_BUNDLE:+--cacert "$VMHEALTH_AGENT_CA_BUNDLE"} \
+    ${VMHEALTH_AGENT_CLIENT_CERT_FILE:+--cert "$VMHEALTH_AGENT_CLIENT_CERT_FILE"} \
+    ${VMHEALTH_AGENT_CLIENT_KEY_FILE:+--key "$VMHEALTH_AGENT_CLIENT_KEY_FILE"} \
     -H 'Content-Type: application/json' --data-binary @"$BODY" "$URL" 2>"$REPLY.err")
   case "$code" in
     2??) new=ok ;;

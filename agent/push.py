@@ -22,6 +22,9 @@ from vmhealth.agent.wire import post
 log = logging.getLogger("vmhealth.agent.push")
 
 REPORT_PATH = "/api/health/report"
+# TLS alerts with which a server refuses the client's certificate (or its absence).
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_EXPIRED",
+                       "CERTIFICATE_UNKNOWN")
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 HINTS = {
     400: "the exporter rejected the report's fields",
@@ -51,29 +54,29 @@ class Outcome:
         return self.state == "unreachable"
 
 
-def ssl_context(url: str, verify: bool, ca_bundle: str | None) -> Any:
-    """The TLS context for an https exporter URL (verified by default, against `ca_bundle` when given);
-    None for http, which then never loads the ssl module."""
+def client_tls(url: str, verify: bool, ca_bundle: str | None, cert_file: str | None = None,
+               key_file: str | None = None) -> Any:
+    """The TLS context for an https exporter URL (verified by default, against `ca_bundle` when given,
+    presenting `cert_file` for mutual TLS; re-read when those files change); None for http, which
+    then never loads the ssl module."""
     if not url.lower().startswith("https:"):
         return None
-    import ssl
+    from vmhealth.tls import ReloadingContext, client_context
 
-    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    paths = tuple(p for p in (ca_bundle, cert_file, key_file) if p)
+    return ReloadingContext(lambda: client_context(ca_bundle, verify, cert_file, key_file), paths)
 
 
 class Pusher:
     """Posts reports to one exporter and remembers the state, for logging and for /metrics."""
 
     def __init__(self, exporter_url: str, api_key: str, timeout: float,
-                 verify_ssl: bool = True, ca_bundle: str | None = None) -> None:
+                 verify_ssl: bool = True, ca_bundle: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None) -> None:
         self.url = exporter_url.rstrip("/") + REPORT_PATH
         self.api_key = api_key
         self.timeout = timeout
-        self.context = ssl_context(self.url, verify_ssl, ca_bundle)
+        self.tls = client_tls(self.url, verify_ssl, ca_bundle, cert_file, key_file)
         self.state = "starting"
         self.failures_in_row = 0
         self.failures_total = 0
@@ -89,12 +92,17 @@ class Pusher:
         headers = {"Content-Type": "application/json", "X-API-Key": self.api_key,
                    "User-Agent": f"vmhealth-agent/{__version__}"}
         try:
-            status, reply = post(self.url, body, headers, self.timeout, self.context)
+            status, reply = post(self.url, body, headers, self.timeout, self.tls and self.tls.context())
         except OSError as exc:
             verify_message = getattr(exc, "verify_message", None)  # ssl.SSLCertVerificationError
             if verify_message:
                 return Outcome("refused:tls", None, f"TLS certificate not trusted: {verify_message} "
                                "(set agent.ca_bundle to the exporter's CA)")
+            alert = str(getattr(exc, "reason", "") or "")
+            if alert.endswith(_CLIENT_CERT_ALERTS):
+                return Outcome("refused:tls", None, f"the exporter refused this agent's client certificate "
+                               f"({alert.lower().replace('_', ' ')}): check agent.client_cert_file against "
+                               "the exporter's tls_client_ca_file")
             return Outcome("unreachable", None, f"{exc.__class__.__name__}: {exc}" if str(exc) else
                            exc.__class__.__name__)
         if 200 <= status < 300:

@@ -53,7 +53,8 @@ class Agent:
         if self.mode in ("push", "both"):
             self.pusher = Pusher(agent_cfg.exporter_url, agent_cfg.api_key,
                                  effective_timeout(float(agent_cfg.timeout), self.interval),
-                                 agent_cfg.verify_ssl, agent_cfg.ca_bundle)
+                                 agent_cfg.verify_ssl, agent_cfg.ca_bundle, agent_cfg.client_cert_file,
+                                 agent_cfg.client_key_file)
         self.server: Any = None
 
     def sample(self) -> Sample:
@@ -71,9 +72,14 @@ class Agent:
         from vmhealth.config import split_listen
 
         host, port = split_listen(self.cfg.listen)
-        self.server = MetricsServer(host, port, self.metrics_page)
+        tls = None
+        if self.cfg.tls_cert_file:
+            from vmhealth.tls import reloading_server_context, server_files
+
+            tls = reloading_server_context(server_files(self.cfg))  # type: ignore[arg-type]
+        self.server = MetricsServer(host, port, self.metrics_page, tls)
         self.server.start()
-        log.info("serving /metrics on %s", self.cfg.listen)
+        log.info("serving /metrics on %s://%s", "https" if tls else "http", self.cfg.listen)
 
     def run(self, stop: threading.Event) -> int:
         """Until `stop` is set. Returns the exit status (0: stopped as asked)."""

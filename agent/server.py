@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from vmhealth.agent.exposition import CONTENT_TYPE
 from vmhealth.agent.wire import PageServer
@@ -15,10 +16,10 @@ _LANDING = (b"<html><head><title>vmhealth agent</title></head><body><h1>vmhealth
 class MetricsServer(PageServer):
     """Serves `page()` at /metrics; one scrape at a time collects (a lock), so scrapes cannot pile up."""
 
-    def __init__(self, host: str, port: int, page: Callable[[], str]) -> None:
+    def __init__(self, host: str, port: int, page: Callable[[], str], tls: Any = None) -> None:
         self.page = page
         self.lock = threading.Lock()
-        super().__init__(host, port, {"/metrics": self._metrics, "/": self._landing})
+        super().__init__(host, port, {"/metrics": self._metrics, "/": self._landing}, tls)
 
     def _metrics(self) -> tuple[int, str, bytes]:
         with self.lock:

@@ -89,11 +89,28 @@ class PageServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, pages: dict[str, Page]) -> None:
+    def __init__(self, host: str, port: int, pages: dict[str, Page], tls: Any = None) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
         self.pages = pages
+        self.tls = tls  # a vmhealth.tls.ReloadingContext: HTTPS, the handshake in the connection's thread
         super().__init__((host, port), _PageHandler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        from vmhealth.tls import handshake_failure
+
+        request.settimeout(_PageHandler.timeout)
+        try:
+            request = self.tls.context().wrap_socket(request, server_side=True)
+        except OSError as exc:
+            log.warning("refused a TLS handshake from %s: %s", client_address[0], handshake_failure(exc))
+            return None
+        try:
+            return super().finish_request(request, client_address)
+        finally:
+            request.close()
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)

@@ -39,7 +39,8 @@ class Agents:
     """Sends heartbeats for the cluster's guests to `url` until `stop()`."""
 
     def __init__(self, cluster: Cluster, url: str, interval: float, api_key: str = "", key_mode: str = "shared",
-                 jitter: float = 0.1, workers: int = 16, timeout: float = 5.0, verify: bool | str = True):
+                 jitter: float = 0.1, workers: int = 16, timeout: float = 5.0, verify: bool | str = True,
+                 client_cert: tuple[str, str] | None = None):
         if interval <= 0:
             raise ValueError("the agent interval must be positive")
         if key_mode not in ("shared", "per-vm"):
@@ -53,6 +54,7 @@ class Agents:
         self.jitter = jitter
         self.timeout = timeout
         self.verify = verify
+        self.client_cert = client_cert  # (cert, key) for an exporter that wants client certificates
         self.workers = workers
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -148,6 +150,8 @@ class Agents:
                 if self.verify is False:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
+                if self.client_cert:
+                    context.load_cert_chain(*self.client_cert)
                 connection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=context)
             else:
                 connection = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)

@@ -40,6 +40,7 @@ class SimOptions:
     agent_key_mode: str = "per-vm"
     agent_jitter: float = 0.1
     agent_workers: int = 16
+    agent_tls: tuple[str, str, str] | None = None  # (CA, client cert, key) for an https exporter
 
 
 def build(options: SimOptions) -> tuple[Simulator, CertFiles]:
@@ -64,6 +65,8 @@ def build(options: SimOptions) -> tuple[Simulator, CertFiles]:
     sim = Simulator(cluster, auth, server_context(files.cert, files.key), options.host, options.port,
                     auth_fail_delay=options.auth_fail_delay)
     if options.agents_to:
+        tls = options.agent_tls
         sim.agents = Agents(cluster, options.agents_to, options.agent_interval, options.agent_key,
-                            options.agent_key_mode, options.agent_jitter, options.agent_workers)
+                            options.agent_key_mode, options.agent_jitter, options.agent_workers,
+                            verify=tls[0] if tls else True, client_cert=(tls[1], tls[2]) if tls else None)
     return sim, files

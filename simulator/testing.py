@@ -66,20 +66,23 @@ def running_simulator(
     agent_interval: float = 30.0, agent_key: str = "", agent_key_mode: str = "per-vm", cluster_name: str = "sim",
     token_id: str = "root@pam!sim", token_secret: str = "sim-secret", boot_seconds: float = 1.0,
     task_seconds: float = 0.2, port: int = 0, subprocess: bool = False, start_timeout: float = 30.0,
-    agent_ping_delay: float = 0.0,
+    agent_ping_delay: float = 0.0, agent_tls: tuple[str, str, str] | None = None,
 ) -> Iterator[RunningSimulator]:
     """A running simulator on 127.0.0.1 (a free port unless `port`), stopped when the block ends.
 
     Besides the full token it has an audit-only token `audit@pve!sim`, the webhook's token
     `remediator@pve!sim` (role "power": VM.PowerMgmt and VM.GuestAgent.Audit), the same without
     VM.GuestAgent.Audit `noagent@pve!sim` (role "power-noagent"; see `cluster_config(role=...)`) and a
-    user `root@pam` with password `token_secret` for ticket logins.
+    user `root@pam` with password `token_secret` for ticket logins. `agent_tls` (CA, client cert, key;
+    in-process only) is what the agents verify an https exporter with and present to it.
     """
     extra = {"audit": ("audit@pve!sim", token_secret + "-audit"),
              "power": ("remediator@pve!sim", token_secret + "-power"),
              "power-noagent": ("noagent@pve!sim", token_secret + "-power-noagent")}
     with tempfile.TemporaryDirectory(prefix="vmhealth-sim-") as folder:
         if subprocess:
+            if agent_tls:
+                raise ValueError("agent_tls needs the simulator in-process")
             with _subprocess(folder, locals()) as handle:
                 yield handle
             return
@@ -91,7 +94,7 @@ def running_simulator(
             tokens=[(*extra[role], role) for role in ("audit", "power", "power-noagent")],
             users=[("root@pam", token_secret, "full")], cert_dir=folder, boot_seconds=boot_seconds,
             task_seconds=task_seconds, agents_to=agents_to, agent_interval=agent_interval, agent_key=agent_key,
-            agent_key_mode=agent_key_mode, agent_ping_delay=agent_ping_delay,
+            agent_key_mode=agent_key_mode, agent_ping_delay=agent_ping_delay, agent_tls=agent_tls,
         )
         sim, files = build(options)
         sim.start()

@@ -125,3 +125,21 @@ def test_the_exporter_read_api_is_throttled_and_the_read_token_passes(tmp_path: 
         assert 'vmhealth_http_auth_throttled_total{route="GET /api/vms",result="refused"} 2' in page
     finally:
         app.extensions["vmhealth_exporter"].db.close()
+
+
+def test_a_guessing_address_gets_429_at_the_console_login_and_the_right_token_still_logs_in(
+        webhook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_console_units import log_in
+    from vmhealth.webhook import console_session
+
+    monkeypatch.setattr(console_session, "FAILED_LOGIN_DELAY", 0.0)  # the console's own wait, tested there
+    codes = [log_in(webhook.test_client(), f"guess-{i}").status_code for i in range(6)]
+    assert codes == [401] * 4 + [429] * 2
+    refused = log_in(webhook.test_client(), "guess")
+    assert refused.status_code == 429 and "Too many failed logins" in refused.text and refused.headers["Retry-After"]
+    started = time.monotonic()
+    reply = log_in(webhook.test_client(), "viewer-secret-token")
+    assert reply.status_code == 302 and reply.headers["Location"].endswith("/ui/"), "the right token logs in"
+    assert time.monotonic() - started < 0.5
+    page = webhook.test_client().get("/metrics").get_data(as_text=True)
+    assert 'vmhealth_http_auth_throttled_total{result="refused",route="POST /ui/login"}' in page

@@ -62,8 +62,8 @@ def routes(app: Any) -> set[tuple[str, str]]:
     """(METHOD, /path/{param}) of every route Flask serves, in OpenAPI's spelling."""
     out = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.rule.startswith("/ui/"):
+            continue  # the console's HTML pages (docs/console.md), not the JSON API
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         out.update((method, path) for method in rule.methods - {"HEAD", "OPTIONS"})
     return out
@@ -132,9 +132,9 @@ def credentials(path: str, server: str) -> dict[str, str]:
         return {"X-API-Key": AGENT_KEY}
     if path == "/alerts":
         return bearer(WEBHOOK_TOKEN)
-    if path.endswith(("/reset", "/release", "/close-incident")):
+    if path.endswith(("/reset", "/release", "/close-incident", "/pause", "/resume")):
         return bearer(ADMIN_TOKEN)
-    if path.endswith(("/reset-history", "/resets")):
+    if path.endswith(("/reset-history", "/resets", "/api/remediation", "/{vmid}/metrics")):
         return bearer(VIEWER_TOKEN)
     if path in ("/metrics", "/api/vms", "/api/vms/{vmid}", "/api/status"):
         return bearer(READ_TOKEN if server == "exporter" else METRICS_TOKEN)

@@ -68,6 +68,20 @@ def test_the_viewer_token_only_reads(webhook: Any) -> None:
         assert client.post(path, json={}, headers=auth(VIEWER)).status_code == 401, path
 
 
+def test_the_brakes_and_a_guests_metrics_need_the_viewer_or_admin_token(tmp_path: Path) -> None:
+    app = webhook_app(tmp_path, public_history=True)
+    try:
+        client = app.test_client()
+        for path in ("/api/remediation", "/api/vms/100/metrics"):
+            for headers in ({}, auth(TOKEN), auth(VIEWER + "x")):
+                assert client.get(path, headers=headers).status_code == 401, (path, headers)
+        assert client.get("/api/remediation", headers=auth(VIEWER)).status_code == 200
+        # past authentication: no webhook.prometheus_url here to read the guest's metrics from
+        assert client.get("/api/vms/100/metrics", headers=auth(ADMIN)).status_code == 503
+    finally:
+        app.extensions["vmhealth"].close()
+
+
 def test_public_history_is_an_opt_in_warned_about_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="vmhealth.webhook.app"):
         app = webhook_app(tmp_path, public_history=True)

@@ -41,19 +41,22 @@ class Served:
         return self.log.read_text(errors="replace")
 
 
-def _up(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
+def _up(url: str, process: subprocess.Popen[bytes], log: Path, tls: dict[str, Any]) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
     try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+        return requests.get(f"{url}/healthz", timeout=2, **tls).status_code == 200
     except requests.RequestException:
         return False
 
 
 @contextmanager
 def serve(component: str, config: dict[str, Any], folder: Path, *, log_level: str = "info",
-          env: dict[str, str] | None = None, start_timeout: float = 60) -> Iterator[Served]:
+          env: dict[str, str] | None = None, start_timeout: float = 60,
+          tls: dict[str, Any] | None = None) -> Iterator[Served]:
     """`vmhealth <component>` with `config` (its listen address set to a free port), stopped at the end.
+
+    With `tls` (requests' `verify` and `cert`), it is served over https and probed with them.
 
     The child gets none of the test run's VMHEALTH_* switches, only `env`.
     """
@@ -68,9 +71,9 @@ def serve(component: str, config: dict[str, Any], folder: Path, *, log_level: st
         process = subprocess.Popen(
             [sys.executable, "-m", "vmhealth", component, "--config", str(path), "--log-level", log_level],
             stdout=sink, stderr=subprocess.STDOUT, env=child_env)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _up(url, process, log), start_timeout, f"vmhealth {component} to listen")
+        wait_for(lambda: _up(url, process, log, tls or {}), start_timeout, f"vmhealth {component} to listen")
         yield Served(url, process, log)
     finally:
         stop_process(process, timeout=20)

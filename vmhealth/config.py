@@ -77,6 +77,16 @@ class _Loader:
         self.problems.append(f"{path}: {message}")
 
 
+def _tls_server_keys() -> dict[str, Key]:
+    """A listener's TLS keys (exporter-toolkit's tls_server_config, one file for everything)."""
+    return {
+        "tls_cert_file": Key("str", None, doc="serve HTTPS with this PEM certificate (chain); re-read on change"),
+        "tls_key_file": Key("str", None, doc="its private key"),
+        "tls_client_ca_file": Key("str", None, doc="require client certificates signed by this CA (mutual TLS)"),
+        "tls_min_version": Key("str", "1.2", choices=("1.2", "1.3")),
+    }
+
+
 def _policy_section() -> Section:
     return Section(
         {
@@ -104,6 +114,9 @@ def _policy_section() -> Section:
                 "duration", "15m", doc="an incident with no notification this long closes as expired (3x the "
                 "webhook route's repeat_interval of 5m: a firing alert is sent again at least that often)"
             ),
+            "pause_alert_after": Key(
+                "duration", "2h", doc="a runtime pause of automatic remediation longer than this fires "
+                "VMHealthRemediationPaused"),
             "guest_agent_check": Key(
                 "str", "auto", choices=("auto", "off"),
                 doc="auto: before a reset, ping the QEMU guest agent where one is configured; an answer refuses",
@@ -178,6 +191,7 @@ SCHEMA = Section(
                     "int", 20, minimum=0, maximum=100000,
                     doc="failed authentications one address may make a minute; past a quarter of them each "
                         "refusal waits (up to 1s), past all 429 (0: no throttle)"),
+                **_tls_server_keys(),
             }
         ),
         "webhook": Section(
@@ -206,7 +220,16 @@ SCHEMA = Section(
                 "prometheus_url": Key("url", None, doc="Prometheus to read a guest's heartbeat age from before acting"),
                 "exporter_urls": Key(
                     "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
+                "grafana_url": Key("url", None, doc="the console links each guest to its Grafana dashboard here"),
+                "console_session": Key("duration", "12h", doc="a console login lasts this long"),
+                "proxy_hops": Key(
+                    "int", 0, minimum=0, maximum=5,
+                    doc="reverse proxies in front that set X-Forwarded-For/-Proto/-Host/-Prefix (trusted)"),
                 "policy": _policy_section(),
+                **_tls_server_keys(),
+                "ca_bundle": Key("str", None, doc="CA to verify https exporter_urls with"),
+                "client_cert_file": Key("str", None, doc="certificate presented to exporter_urls (mutual TLS)"),
+                "client_key_file": Key("str", None, doc="its private key"),
             }
         ),
         "agent": Section(
@@ -221,8 +244,11 @@ SCHEMA = Section(
                 "mode": Key("str", "push", choices=("push", "pull", "both")),
                 "listen": Key("listen", "0.0.0.0:9748"),
                 "mounts": Key("strlist", [], doc="extra mountpoints to report besides the root volume"),
-                "ca_bundle": Key("str", None),
+                "ca_bundle": Key("str", None, doc="PEM file of the CA that signed the exporter's certificate"),
                 "verify_ssl": Key("bool", True),
+                "client_cert_file": Key("str", None, doc="certificate presented to the exporter (mutual TLS)"),
+                "client_key_file": Key("str", None, doc="its private key"),
+                **_tls_server_keys(),
             }
         ),
     }
@@ -430,12 +456,21 @@ def _read_secret_file(filename: Any, path: str, loader: _Loader) -> str | None:
     if not text:
         loader.problem(path, f"{filename} is empty")
         return None
-    mode = Path(filename).stat().st_mode & 0o077
+    _warn_if_others_read(path, filename)
+    return text
+
+
+def _warn_if_others_read(path: str, filename: str) -> None:
+    """A secret (a key, a token, a private key) that its group or others can read is logged, not refused."""
+    try:
+        full = Path(filename).stat().st_mode
+    except OSError:
+        return
+    mode = full & 0o077
     if mode:
         log.warning("%s: %s can be read by %s (mode %o); chmod 600 it", path, filename,
                     "group and others" if mode & 0o007 and mode & 0o070 else "others" if mode & 0o007 else "its group",
-                    Path(filename).stat().st_mode & 0o777)
-    return text
+                    full & 0o777)
 
 
 class _FromEnv(str):
@@ -564,6 +599,7 @@ def load(
     _check_secrets(config, loader)
     _check_retention(config, loader)
     _check_policy(config, loader)
+    _check_tls(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -661,6 +697,40 @@ def _check_policy(config: SimpleNamespace, loader: _Loader) -> None:
     expiry = config.webhook.policy.incident_expiry
     if expiry is not None and expiry <= 0:
         loader.problem("webhook.policy.incident_expiry", "must be longer than 0s")
+
+
+def _check_tls(config: SimpleNamespace, loader: _Loader) -> None:
+    """TLS files that can be read, match and are in date; TLS keys only where they can be used."""
+    agent = config.agent
+    if agent.mode == "push":
+        for key in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            if getattr(agent, key):
+                loader.problem(f"agent.{key}", "the agent serves nothing with mode: push; set mode: pull or both, "
+                               "or use client_cert_file for a client certificate")
+    if agent.mode != "pull" and not str(agent.exporter_url).lower().startswith("https:"):
+        for key in ("ca_bundle", "client_cert_file", "client_key_file"):
+            if getattr(agent, key):
+                loader.problem(f"agent.{key}", f"agent.exporter_url {agent.exporter_url} is not https://")
+    checks = [(s, "tls_cert_file", "tls_key_file", "tls_client_ca_file") for s in ("exporter", "webhook", "agent")]
+    checks += [(s, "client_cert_file", "client_key_file", "ca_bundle") for s in ("webhook", "agent")]
+    for section, cert_key, key_key, ca_key in checks:
+        node = getattr(config, section)
+        cert, key, ca = getattr(node, cert_key), getattr(node, key_key), getattr(node, ca_key)
+        if not (cert or key or ca):
+            continue
+        if (not cert or not key) and (cert or key or ca_key != "ca_bundle"):
+            missing = key_key if cert else cert_key
+            present = cert_key if cert else key_key if key else ca_key
+            loader.problem(f"{section}.{missing}", f"missing ({present} is set)")
+            continue
+        from vmhealth.tls import file_problems
+
+        where = {"cert": cert_key, "key": key_key, "ca": ca_key}
+        found = file_problems(cert, key, ca)
+        for which, message in found:
+            loader.problem(f"{section}.{where[which]}", message)
+        if key and not found:
+            _warn_if_others_read(f"{section}.{key_key}", key)
 
 
 def _check_required(config: SimpleNamespace, component: str, loader: _Loader) -> None:

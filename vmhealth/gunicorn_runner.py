@@ -14,21 +14,22 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from vmhealth.gunicorn_worker import MAX_BODY_BYTES, MAX_CONNECTIONS_PER_ADDRESS, worker_class
+from vmhealth.tls import ReloadingContext, ServerFiles, plain_http_warning, reloading_server_context, server_files
 
 log = logging.getLogger(__name__)
 
 
 def gunicorn_settings(bind: str, threads: int, log_level: str = "info",
                       max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
-                      max_body_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+                      max_body_bytes: int = MAX_BODY_BYTES, tls: ServerFiles | None = None) -> dict[str, Any]:
     """The settings every vmhealth server uses: one process (state in memory), several threads.
 
     The limits bound what one client can hold: a request line of 4 KiB, 50 headers of 8 KiB each,
     10 s to send a request or take a reply, `max_connections_per_address` connections and half the
     threads per address (`gunicorn_worker`), 15 s idle on a kept-alive connection; the apps bound
-    bodies (exporter.max_body_bytes, 4 MiB for the webhook).
+    bodies (exporter.max_body_bytes, 4 MiB for the webhook). With `tls`, HTTPS (`tls_settings`).
     """
-    return {
+    return tls_settings(tls) | {
         "bind": bind,
         "workers": 1,
         "worker_class": worker_class(max_connections_per_address, max_body_bytes),
@@ -44,6 +45,25 @@ def gunicorn_settings(bind: str, threads: int, log_level: str = "info",
         "errorlog": "-",
         "loglevel": log_level,
     }
+
+
+def tls_settings(files: ServerFiles | None) -> dict[str, Any]:
+    """gunicorn's TLS settings for a section's tls_* keys: `certfile` turns TLS on, and the
+    `ssl_context` hook hands out a context that is re-read when the files change (no restart; gunicorn's
+    SIGHUP, which restarts the worker, re-reads them too)."""
+    if files is None:
+        return {}
+    import ssl
+
+    reloading: list[ReloadingContext] = []  # built in the worker, on its first connection
+
+    def ssl_context(_config: Any, _default_factory: Any) -> ssl.SSLContext:
+        if not reloading:
+            reloading.append(reloading_server_context(files))
+        return reloading[0].context()
+
+    return {"certfile": files.cert_file, "keyfile": files.key_file, "ca_certs": files.client_ca_file,
+            "cert_reqs": ssl.CERT_REQUIRED if files.client_ca_file else ssl.CERT_NONE, "ssl_context": ssl_context}
 
 
 class _Application(BaseApplication):
@@ -87,12 +107,15 @@ def load_from_environment(component: str) -> Any:
 def section_settings(section: Any, max_body_bytes: int, log_level: str = "info") -> dict[str, Any]:
     """gunicorn's settings for one server's configuration section (`exporter` or `webhook`)."""
     return gunicorn_settings(section.listen, section.threads, log_level, section.max_connections_per_address,
-                             max_body_bytes)
+                             max_body_bytes, server_files(section))
 
 
 def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None],
           max_body_bytes: int) -> int:
     """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
     settings = section_settings(section, max_body_bytes, logging.getLevelName(logging.getLogger().level).lower())
-    log.info("%s listening on %s", component, section.listen)
+    log.info("%s listening on %s%s", component, "https://" if section.tls_cert_file else "http://", section.listen)
+    warning = plain_http_warning(component, section)
+    if warning:
+        log.warning(warning)
     return run_gunicorn(factory, settings, stop)

@@ -17,7 +17,12 @@ heartbeats (and Alertmanager's notifications, on the webhook) wait for minutes. 
 - buffered request bytes are capped per address and in total.
 
 Each refusal is counted by reason (`process_counters`) and logged at most once a minute per
-address and reason. TLS connections (gunicorn's `certfile`) are served as stock gthread serves them.
+address and reason.
+
+With TLS (gunicorn's `certfile`), the handshake is done in the event loop too, non-blocking and within
+the same `REQUEST_SECONDS`: stock gthread does it in a thread, where a client that stops mid-handshake
+holds that thread. The context comes from gunicorn's `ssl_context` hook (`vmhealth.tls`: re-read when
+the files change). A failed handshake is counted (`tls-handshake`) and logged with OpenSSL's reason.
 """
 
 from __future__ import annotations
@@ -25,15 +30,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import selectors
 import socket
+import ssl
 import time
 from collections import defaultdict, deque
 from functools import partial
 from typing import Any
 
+from gunicorn import http
+from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from vmhealth.process_counters import CONNECTIONS_REFUSED, OncePerMinute
+from vmhealth.tls import handshake_failure
 
 log = logging.getLogger(__name__)
 IO_SECONDS = 10.0  # 64 KiB reports, 4 MiB Alertmanager messages and /metrics pages take far less on a LAN
@@ -186,6 +196,17 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
+def _close_after_alert(raw: socket.socket) -> None:
+    """End a refused handshake so that the client reads OpenSSL's alert (`certificate required`):
+    FIN after it, and what the client already sent read away, lest closing with unread bytes send a
+    reset that overtakes the alert."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(raw, socket.SHUT_WR)
+        for _ in range(16):
+            if not socket.socket.recv(raw, 65536):
+                break
+
+
 def _peer_text(peer: Any) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix socket")
 
@@ -204,6 +225,13 @@ class _Conn(TConn):
         self.inbox = bytearray()
         self.deadline = 0.0
         self.closed = False
+        self.handshaking = False
+
+    def init(self) -> None:
+        """The HTTP/1 parser only: a TLS socket was wrapped, and its handshake done, in the loop."""
+        if not self.initialized:
+            self.initialized = True
+            self.parser = http.get_parser(self.cfg, self.sock, self.client)
 
     def close(self, graceful: bool = False) -> None:
         if not self.closed:
@@ -245,7 +273,8 @@ class GuardedThreadWorker(ThreadWorker):
         raw = conn_or_sock.sock.raw if isinstance(conn_or_sock, _Conn) else conn_or_sock
         with contextlib.suppress(OSError):
             raw.setblocking(False)
-            raw.send(_CANNED[status])
+            if not self.cfg.is_ssl or isinstance(raw, ssl.SSLSocket):  # no plain text to a TLS client
+                raw.send(_CANNED[status])
         if isinstance(conn_or_sock, _Conn):
             self._stop_receiving(conn_or_sock)
             self.nr_conns -= 1
@@ -271,8 +300,6 @@ class GuardedThreadWorker(ThreadWorker):
     # --- the event loop's side -------------------------------------------------------------------
 
     def accept(self, listener: Any) -> None:
-        if self.cfg.is_ssl:
-            return super().accept(listener)
         try:
             client_sock, client_addr = listener.accept()
         except OSError as e:
@@ -288,10 +315,59 @@ class GuardedThreadWorker(ThreadWorker):
             return
         self.open_by_address[address] += 1
         self.nr_conns += 1
+        if self.cfg.is_ssl:
+            try:
+                client_sock = gunicorn_sock.ssl_context(self.cfg).wrap_socket(
+                    client_sock, server_side=True, do_handshake_on_connect=False,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
+            except OSError as exc:  # the client reset the connection already
+                self.open_by_address[address] -= 1
+                self.nr_conns -= 1
+                client_sock.close()
+                log.debug("TLS wrap of %s failed: %s", address, exc)
+                return
         conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         conn.sock = DeadlineSocket(client_sock, client_addr, self.io_seconds)
         conn.init()  # the HTTP/1 parser only: it reads nothing until a thread asks it for the request
-        self._start_receiving(conn)
+        if self.cfg.is_ssl:
+            self._start_handshake(conn)
+        else:
+            self._start_receiving(conn)
+
+    def _start_handshake(self, conn: _Conn) -> None:
+        conn.handshaking = True
+        conn.deadline = time.monotonic() + self.request_seconds
+        self.receiving[conn] = None
+        self.poller.register(conn.sock.raw, selectors.EVENT_READ, partial(self._on_handshake, conn))
+
+    def _on_handshake(self, conn: _Conn, _fileobj: Any) -> None:
+        """One step of a TLS handshake, without blocking; then the request is read as over TCP."""
+        raw = conn.sock.raw
+        try:
+            raw.do_handshake()
+        except ssl.SSLWantReadError:
+            self.poller.modify(raw, selectors.EVENT_READ, partial(self._on_handshake, conn))
+            return
+        except ssl.SSLWantWriteError:
+            self.poller.modify(raw, selectors.EVENT_WRITE, partial(self._on_handshake, conn))
+            return
+        except OSError as exc:
+            self._handshake_failed(conn, exc)
+            return
+        conn.handshaking = False
+        self.poller.modify(raw, selectors.EVENT_READ, partial(self._on_receive, conn))
+        self._on_receive(conn, None)  # the request may have come with the handshake's last flight
+
+    def _handshake_failed(self, conn: _Conn, exc: OSError) -> None:
+        why = handshake_failure(exc)
+        CONNECTIONS_REFUSED.count("tls-handshake")
+        seen = self._refusal_log.due((conn.address, "tls-handshake", why))
+        if seen:
+            log.warning("refused %d TLS handshake(s) from %s in the last minute: %s", seen, conn.address, why)
+        self._stop_receiving(conn)
+        _close_after_alert(conn.sock.raw)
+        self.nr_conns -= 1
+        conn.close()
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection has its next request coming: read it here, not in a thread."""
@@ -313,9 +389,10 @@ class GuardedThreadWorker(ThreadWorker):
                 self.poller.unregister(conn.sock.raw)
 
     def _on_receive(self, conn: _Conn, _fileobj: Any) -> None:
+        raw = conn.sock.raw
         try:
-            data = conn.sock.raw.recv(65536)
-        except (BlockingIOError, InterruptedError):
+            data = raw.recv(65536)  # over TLS: one whole record (16 KiB at most); OpenSSL reads no further ahead
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
@@ -387,7 +464,8 @@ class GuardedThreadWorker(ThreadWorker):
             conn = next(iter(self.receiving))
             if conn.deadline > now:
                 break
-            what = "request not complete" if conn.inbox else "no request"
+            what = "TLS handshake not complete" if conn.handshaking else \
+                "request not complete" if conn.inbox else "no request"
             self._refuse(conn, conn.address, "request-timeout", 408, f"{what} within {self.request_seconds:g}s")
 
     # --- threads ---------------------------------------------------------------------------------

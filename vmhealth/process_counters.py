@@ -43,10 +43,10 @@ class ProcessCounter:
 CONNECTIONS_REFUSED = ProcessCounter(
     "vmhealth_http_connections_refused_total",
     "Connections refused at accept or cut before their request was served, by reason "
-    "(per-address-limit, request-timeout, reply-timeout, request-too-large, buffer-limit).",
+    "(per-address-limit, request-timeout, reply-timeout, request-too-large, buffer-limit, tls-handshake).",
     ("reason",),
     tuple((reason,) for reason in ("per-address-limit", "request-timeout", "reply-timeout", "request-too-large",
-                                   "buffer-limit")))
+                                   "buffer-limit", "tls-handshake")))
 
 AUTH_FAILURES = ProcessCounter(
     "vmhealth_http_auth_failures_total",

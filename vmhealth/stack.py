@@ -42,6 +42,31 @@ READ_TOKEN = "demo-exporter-read-token"  # Prometheus' credential for the export
 METRICS_TOKEN = "demo-webhook-metrics-token"  # Prometheus' credential for the webhook's /metrics
 
 
+@dataclass(frozen=True)
+class StackTLS:
+    """A private CA's files for a stack over TLS: the exporter and the webhook serve `server_*` and
+    require client certificates signed by `ca`; Prometheus, Alertmanager, the simulated agents and the
+    stack's own requests verify with `ca` and present `client_*`."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def server_keys(self) -> dict[str, str]:
+        """The tls_* keys of the exporter's and the webhook's sections."""
+        return {"tls_cert_file": str(self.server_cert), "tls_key_file": str(self.server_key),
+                "tls_client_ca_file": str(self.ca)}
+
+    def client_config(self) -> dict[str, str]:
+        """Prometheus' and Alertmanager's `tls_config`."""
+        return {"ca_file": str(self.ca), "cert_file": str(self.client_cert), "key_file": str(self.client_key)}
+
+    def requests_options(self) -> dict[str, Any]:
+        return {"verify": str(self.ca), "cert": (str(self.client_cert), str(self.client_key))}
+
+
 @dataclass
 class StackSettings:
     """Sizes and timings of a stack; the defaults make a hang visible within a minute."""
@@ -73,6 +98,8 @@ class StackSettings:
     cluster: dict[str, Any] = field(default_factory=dict)  # extra `clusters[0]` keys (`timeout`, ...)
     webhook: dict[str, Any] = field(default_factory=dict)  # extra `webhook:` keys (`claim_lease`, ...)
     prometheus_args: list[str] = field(default_factory=list)  # extra flags (`--rules.alert.resend-delay=5s`)
+    tls: StackTLS | None = None  # the exporter and the webhook over mutual TLS
+    scrape_jobs: list[dict[str, Any]] = field(default_factory=list)  # extra Prometheus jobs
     # exporter.read_token and webhook.metrics_token set, and sent by Prometheus (`Stack.read_headers`)
     read_tokens: bool = False
 
@@ -92,6 +119,7 @@ class ManagedProcess:
     log_path: Path
     ready_url: str
     env: dict[str, str] | None = None
+    ready_options: dict[str, Any] = field(default_factory=dict)  # requests' verify/cert for an https probe
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -113,7 +141,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}; its log {self.log_path} "
                                f"ends with:\n{self.tail()}")
         try:
-            return requests.get(self.ready_url, timeout=2).status_code == 200
+            return requests.get(self.ready_url, timeout=2, **self.ready_options).status_code == 200
         except requests.RequestException:
             return False
 
@@ -185,6 +213,8 @@ class Stack:
         self.webhook_urls: list[str] = []
         self.alertmanager_urls: list[str] = []
         self.config_path = workdir / "vmhealth.yml"
+        # requests' options for the exporter and the webhook (a client certificate over TLS)
+        self.client_options: dict[str, Any] = settings.tls.requests_options() if settings.tls else {}
 
     # processes -------------------------------------------------------------------------------
     def start(self, name: str) -> None:
@@ -238,7 +268,7 @@ class Stack:
         """The webhook's history rows, newest first."""
         params = {"vmid": vmid} if vmid is not None else {}
         reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10,
-                             headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+                             headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, **self.client_options)
         reply.raise_for_status()
         return reply.json()["resets"]
 
@@ -257,8 +287,10 @@ def running_stack(settings: StackSettings | None = None, workdir: Path | str | N
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         exporter_port = free_port()
+        tls = settings.tls
         sim = cleanup.enter_context(running_simulator(
-            nodes=settings.nodes, guests=settings.guests, agents_to=f"http://127.0.0.1:{exporter_port}",
+            nodes=settings.nodes, guests=settings.guests, agents_to=f"{_scheme(settings)}://127.0.0.1:{exporter_port}",
+            agent_tls=(str(tls.ca), str(tls.client_cert), str(tls.client_key)) if tls else None,
             agent_interval=settings.agent_interval, agent_key=AGENT_KEY, cluster_name=settings.cluster_name,
             boot_seconds=settings.sim_boot_seconds, task_seconds=settings.sim_task_seconds,
             subprocess=settings.sim_subprocess, agent_ping_delay=settings.sim_agent_ping_delay,
@@ -278,9 +310,10 @@ def _build(stack: Stack, exporter_port: int) -> None:
     am_ports = [free_port() for _ in range(s.alertmanager_peers)]
     am_cluster_ports = [free_port() for _ in range(s.alertmanager_peers)]
     prometheus_port = free_port()
-    stack.webhook_urls = [f"http://127.0.0.1:{port}" for port in webhook_ports]
+    scheme = _scheme(s)
+    stack.webhook_urls = [f"{scheme}://127.0.0.1:{port}" for port in webhook_ports]
     stack.alertmanager_urls = [f"http://127.0.0.1:{port}" for port in am_ports]
-    stack.urls = {"exporter": f"http://127.0.0.1:{exporter_port}", "webhook": stack.webhook_urls[0],
+    stack.urls = {"exporter": f"{scheme}://127.0.0.1:{exporter_port}", "webhook": stack.webhook_urls[0],
                   "prometheus": f"http://127.0.0.1:{prometheus_port}", "alertmanager": stack.alertmanager_urls[0]}
 
     token_file = workdir / "webhook-token"
@@ -291,12 +324,13 @@ def _build(stack: Stack, exporter_port: int) -> None:
         "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
         "thresholds": {"stale_timeout": s.stale_timeout, "io_window": s.io_window, **s.thresholds},
         "exporter": {"listen": f"127.0.0.1:{exporter_port}", "poll_interval": s.poll_interval, "api_key": AGENT_KEY,
-                     "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s", **s.exporter},
+                     "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s",
+                     **(s.tls.server_keys() if s.tls else {}), **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
                     "viewer_token": VIEWER_TOKEN,
                     "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
                     "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
-                    "policy": {**DEMO_POLICY, **s.policy}, **s.webhook},
+                    "policy": {**DEMO_POLICY, **s.policy}, **(s.tls.server_keys() if s.tls else {}), **s.webhook},
     }
     if s.read_tokens:
         config["exporter"]["read_token"] = READ_TOKEN
@@ -309,13 +343,15 @@ def _build(stack: Stack, exporter_port: int) -> None:
     python = [sys.executable, "-m", "vmhealth"]
     config_arg = ["--config", str(stack.config_path)]
 
-    def add(name: str, command: list[str], ready_url: str, process_env: dict[str, str] | None = None) -> None:
-        stack.processes[name] = ManagedProcess(name, command, workdir / f"{name}.log", ready_url, process_env)
+    def add(name: str, command: list[str], ready_url: str, process_env: dict[str, str] | None = None,
+            ready_options: dict[str, Any] | None = None) -> None:
+        stack.processes[name] = ManagedProcess(name, command, workdir / f"{name}.log", ready_url, process_env,
+                                               ready_options or {})
 
-    add("exporter", [*python, "exporter", *config_arg], f"{stack.urls['exporter']}/readyz", env)
-    for index, port in enumerate(webhook_ports):
+    add("exporter", [*python, "exporter", *config_arg], f"{stack.urls['exporter']}/readyz", env, stack.client_options)
+    for index, (port, url) in enumerate(zip(webhook_ports, stack.webhook_urls, strict=True)):
         add(_replica("webhook", index), [*python, "webhook", *config_arg, "--listen", f"127.0.0.1:{port}"],
-            f"http://127.0.0.1:{port}/healthz", env)
+            f"{url}/healthz", env, stack.client_options)
 
     alertmanager = require_binary("alertmanager")
     am_config = workdir / "alertmanager.yml"
@@ -341,6 +377,10 @@ def _build(stack: Stack, exporter_port: int) -> None:
         f"{stack.urls['prometheus']}/-/ready")
 
 
+def _scheme(s: StackSettings) -> str:
+    return "https" if s.tls else "http"
+
+
 def _replica(name: str, index: int) -> str:
     return name if index == 0 else f"{name}-{index + 1}"
 
@@ -356,24 +396,33 @@ def write_scaled_rules(source: Path, target: Path, scale: float) -> Path:
     return target
 
 
+def scrape_security(s: StackSettings, credentials_file: Path | None = None) -> dict[str, Any]:
+    """What a job scraping the exporter or the webhook needs besides its targets: the scheme and
+    `tls_config`, and with `read_tokens` the `authorization` read from `credentials_file`."""
+    security: dict[str, Any] = {}
+    if s.tls is not None:
+        security.update(scheme="https", tls_config=s.tls.client_config())
+    if s.read_tokens and credentials_file is not None:
+        security["authorization"] = {"type": "Bearer", "credentials_file": str(credentials_file)}
+    return security
+
+
+def targets(urls: list[str]) -> list[dict[str, Any]]:
+    """A `static_configs` list for URLs (the scheme is the job's)."""
+    return [{"targets": [url.split("://", 1)[-1] for url in urls]}]
+
+
 def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict[str, Any]:
-    def targets(urls: list[str]) -> list[dict[str, Any]]:
-        return [{"targets": [url.removeprefix("http://") for url in urls]}]
-
-    def credential(name: str) -> dict[str, Any]:
-        if not s.read_tokens:
-            return {}
-        return {"authorization": {"type": "Bearer", "credentials_file": str(stack.workdir / name)}}
-
     return {
         "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": s.evaluation_interval},
         "rule_files": [str(rule) for rule in rules],
         "alerting": {"alertmanagers": [{"static_configs": targets(stack.alertmanager_urls)}]},
         "scrape_configs": [
             {"job_name": "vmhealth-exporter", "static_configs": targets([stack.urls["exporter"]]),
-             **credential("exporter-read-token")},
+             **scrape_security(s, stack.workdir / "exporter-read-token")},
             {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls),
-             **credential("webhook-metrics-token")},
+             **scrape_security(s, stack.workdir / "webhook-metrics-token")},
+            *s.scrape_jobs,
         ],
     }
 
@@ -381,6 +430,9 @@ def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict
 def alertmanager_config(s: StackSettings, webhook_urls: list[str], token_file: Path) -> dict[str, Any]:
     """The repository's routing and inhibitions, with the stack's timings and webhook replicas."""
     config = yaml.safe_load(bundled_file("alertmanager/alertmanager.yml").read_text())
+    http_config: dict[str, Any] = {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
+    if s.tls is not None:
+        http_config["tls_config"] = s.tls.client_config()
     timings = {"group_wait": s.group_wait, "group_interval": s.group_interval, "repeat_interval": s.repeat_interval}
     config["route"].update(timings)
     for route in config["route"].get("routes", []):
@@ -389,8 +441,7 @@ def alertmanager_config(s: StackSettings, webhook_urls: list[str], token_file: P
         if receiver["name"] == "vmhealth-webhook":
             template = receiver["webhook_configs"][0]
             receiver["webhook_configs"] = [
-                {**template, "url": f"{url}/alerts",
-                 "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}}
+                {**template, "url": f"{url}/alerts", "http_config": http_config}
                 for url in webhook_urls
             ]
     return config

@@ -1,5 +1,6 @@
 """Who may do what on the webhook: Alertmanager's token for /alerts, the admin's for resets and
-releases, the viewer's (or the admin's) for the history, and, when set, webhook.metrics_token for /metrics.
+releases, the viewer's (or the admin's) for reading (the history also without a token with
+webhook.public_history), and, when set, webhook.metrics_token for /metrics.
 
 Every refusal but Alertmanager's is slowed down when its address keeps failing (`vmhealth.auth_throttle`);
 Alertmanager does not retry a 429, so /alerts only counts its failures.
@@ -15,7 +16,8 @@ from flask import current_app
 
 from vmhealth.httpauth import refused, token_ok, unauthorized
 
-__all__ = ["bearer_ok", "reader_ok", "refused", "require_admin", "require_metrics", "require_reader"]
+__all__ = ["bearer_ok", "reader_ok", "refused", "require_admin", "require_history", "require_metrics",
+           "require_reader"]
 REALM = "vmhealth-webhook"
 bearer_ok = token_ok  # the name the routes and the console use
 
@@ -55,5 +57,6 @@ def _metrics_ok() -> bool:
 
 
 require_admin = _guarded(_admin_ok, "admin token")
-require_reader = _guarded(_history_ok, "viewer or admin token")
+require_reader = _guarded(reader_ok, "viewer or admin token")
+require_history = _guarded(_history_ok, "viewer or admin token")
 require_metrics = _guarded(_metrics_ok, "metrics, viewer or admin token")

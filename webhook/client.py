@@ -13,7 +13,11 @@ from vmhealth.config import split_listen
 
 
 def add_url_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", metavar="URL", help="the webhook's address (default: http:// + webhook.listen)")
+    parser.add_argument("--url", metavar="URL",
+                        help="the webhook's address (default: webhook.listen, https:// with webhook.tls_cert_file)")
+    parser.add_argument("--ca-file", metavar="PEM", help="verify an https webhook with this CA (default: the system's)")
+    parser.add_argument("--cert", metavar="PEM", help="client certificate, for a webhook with tls_client_ca_file")
+    parser.add_argument("--key", metavar="PEM", help="its private key")
     parser.add_argument("--cluster", help="the guest's cluster, when several are configured")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the answer (default 180)")
 
@@ -24,7 +28,23 @@ def base_url(config: SimpleNamespace, url: str | None) -> str:
     host, port = split_listen(config.webhook.listen)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if config.webhook.tls_cert_file else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """requests' `verify` and `cert` from --ca-file, --cert and --key."""
+    options: dict[str, Any] = {}
+    if getattr(args, "ca_file", None):
+        options["verify"] = args.ca_file
+    if getattr(args, "cert", None):
+        options["cert"] = (args.cert, args.key) if args.key else args.cert
+    return options
+
+
+def reader_token(config: SimpleNamespace) -> str | None:
+    """The token to read with: the viewer's where there is one (reading needs no power to act), else the admin's."""
+    return config.webhook.viewer_token or config.webhook.admin_token
 
 
 def call(method: str, url: str, token: str | None, timeout: float, **kwargs: Any) -> tuple[int, Any]:
@@ -59,4 +79,4 @@ def admin_post(args: argparse.Namespace, vmid: int, route: str, needed_for: str,
         raise SystemExit(2)
     params = {"cluster": args.cluster} if args.cluster else {}
     return call("POST", f"{base_url(config, args.url)}/api/vms/{vmid}/{route}", config.webhook.admin_token,
-                args.timeout, params=params, json=body)
+                args.timeout, params=params, json=body, **tls_options(args))

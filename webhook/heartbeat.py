@@ -20,6 +20,8 @@ from typing import Any
 
 import requests
 
+from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
+
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 5.0
 _LABEL = re.compile(r"^[A-Za-z0-9._-]+$")  # cluster names are checked at start; anything else is refused
@@ -38,11 +40,15 @@ class HeartbeatReader:
     """Reads heartbeat ages from Prometheus, or else from the exporters; `None` source: nothing to read."""
 
     def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS,
+                 ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None,
                  exporter_token: str | None = None):
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.exporter_urls = [url.rstrip("/") for url in exporter_urls]
         self.timeout = timeout
         self.session = requests.Session()
+        self.prometheus = PrometheusAPI(self.prometheus_url or "", timeout)
+        # for the exporters, per request (requests lets REQUESTS_CA_BUNDLE override a session's verify)
+        self.tls: dict[str, Any] = {"verify": ca_bundle or True, "cert": client_cert}
         self.exporter_headers = {"Authorization": f"Bearer {exporter_token}"} if exporter_token else {}
 
     @property
@@ -68,12 +74,9 @@ class HeartbeatReader:
     def _from_prometheus(self, cluster: str, vmid: int) -> HeartbeatAge:
         query = f'time() - max(vmhealth_heartbeat_timestamp_seconds{{cluster="{cluster}",vmid="{vmid}"}})'
         try:
-            reply = self.session.get(f"{self.prometheus_url}/api/v1/query", params={"query": query},
-                                     timeout=self.timeout)
-            reply.raise_for_status()
-            result = reply.json()["data"]["result"]
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            return HeartbeatAge(None, "prometheus", f"{type(exc).__name__}: {exc}"[:300])
+            result = self.prometheus.instant(query)
+        except PrometheusError as exc:
+            return HeartbeatAge(None, "prometheus", str(exc))
         if not result:
             return HeartbeatAge(None, "prometheus")
         try:
@@ -89,7 +92,7 @@ class HeartbeatReader:
         for url in self.exporter_urls:
             try:
                 reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout,
-                                         headers=self.exporter_headers)
+                                         headers=self.exporter_headers, **self.tls)
                 if reply.status_code == 404:
                     answered = True
                     continue

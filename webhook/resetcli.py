@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     import getpass
 
     from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call
+    from vmhealth.webhook.client import base_url, call, tls_options
 
     config = load_config_or_exit(args, ())
     if not config.webhook.admin_token:
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     params = {"cluster": args.cluster} if args.cluster else {}
     status, body = call("POST", f"{base_url(config, args.url)}/api/vms/{args.vmid}/reset", config.webhook.admin_token,
                         args.timeout, params=params,
-                        json={"reason": args.reason, "force": args.force, "actor": args.actor or getpass.getuser()})
+                        json={"reason": args.reason, "force": args.force, "actor": args.actor or getpass.getuser()},
+                        **tls_options(args))
     if body.get("success"):
         print(f"{body.get('message')} (attempt {body.get('resetAttempts')})")
         return 0
