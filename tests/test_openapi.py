@@ -151,5 +151,8 @@ def test_exporter_api_conforms(case: Any, servers: dict[str, str]) -> None:
 @schema.include(tag="webhook").parametrize()
 @FUZZ
 def test_webhook_api_conforms(case: Any, servers: dict[str, str]) -> None:
+    checks = CHECKS
+    if case.operation.path == "/api/vms/{vmid}/metrics":  # no Prometheus here: its documented 503
+        checks = [check for check in CHECKS if check is not not_a_server_error]
     case.call_and_validate(base_url=servers["webhook"], headers=credentials(case.operation.path, "webhook"),
-                           checks=CHECKS, timeout=30)
+                           checks=checks, timeout=30)

@@ -626,7 +626,7 @@ def test_a_runtime_pause_refuses_alerts_but_not_a_persons_reset_and_is_in_the_hi
     assert resumed.status_code == 200, resumed.get_json()
     assert sample(wh, "vmhealth_remediation_paused_since_seconds", scope="*") is None
     assert wh.client.post("/api/remediation/resume", json={}, headers=admin).status_code == 409
-    rows = wh.client.get("/api/resets?limit=1000").get_json()["resets"]
+    rows = wh.client.get("/api/resets?limit=1000", headers=admin).get_json()["resets"]
     assert [(r["outcome"], r["actor"]) for r in rows if r["outcome"] in ("paused", "resumed")] == [
         ("resumed", "manual:bob"), ("paused", "manual:ann")]
     time.sleep(1.1)

@@ -173,10 +173,10 @@ def close_incident(vmid: int) -> tuple[Any, int]:
 
 
 def _pause_scope(body: dict[str, Any]) -> tuple[str, tuple[Any, int] | None]:
-    """The body's `cluster` (a configured one) or the whole fleet when it has none."""
-    cluster = body.get("cluster")
-    if cluster is None:
+    """The body's `cluster` (a configured one) or the whole fleet when it has none (null is no cluster's name)."""
+    if "cluster" not in body:
         return pauses.FLEET, None
+    cluster = body["cluster"]
     names = [c.name for c in current_app.config["VMHEALTH"].clusters]
     if not isinstance(cluster, str) or cluster not in names:
         return "", (jsonify({"success": False, "error": f"cluster: {str(cluster)[:80]!r} is not configured "
