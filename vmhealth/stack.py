@@ -246,6 +246,11 @@ class Stack:
 
         return derive_vm_key(AGENT_KEY, self.cluster, vmid)
 
+    @property
+    def viewer_token(self) -> str:
+        """The webhook's viewer token: the stack's own, or the one the settings give it."""
+        return str(self.settings.webhook.get("viewer_token", VIEWER_TOKEN))
+
     def read_headers(self, component: str) -> dict[str, str]:
         """The headers that read the exporter's or the webhook's /metrics (and the exporter's API)."""
         if not self.settings.read_tokens:
@@ -268,7 +273,7 @@ class Stack:
         """The webhook's history rows, newest first."""
         params = {"vmid": vmid} if vmid is not None else {}
         reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10,
-                             headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}, **self.client_options)
+                             headers={"Authorization": f"Bearer {self.viewer_token}"}, **self.client_options)
         reply.raise_for_status()
         return reply.json()["resets"]
 
