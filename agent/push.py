@@ -70,7 +70,8 @@ class Pusher:
 
     def __init__(self, exporter_url: str, api_key: str, timeout: float,
                  verify_ssl: bool = True, ca_bundle: str | None = None) -> None:
-        self.url = exporter_url.rstrip("/") + REPORT_PATH
+        self.exporter = exporter_url.rstrip("/")
+        self.url = self.exporter + REPORT_PATH
         self.api_key = api_key
         self.timeout = timeout
         self.context = ssl_context(self.url, verify_ssl, ca_bundle)

@@ -194,7 +194,9 @@ SCHEMA = Section(
         ),
         "agent": Section(
             {
-                "exporter_url": Key("url", "http://127.0.0.1:9747"),
+                "exporter_url": Key("url", "http://127.0.0.1:9747", doc="the one exporter (or use exporter_urls)"),
+                "exporter_urls": Key(
+                    "urllist", [], doc="every exporter replica; each report goes to all of them"),
                 "api_key": Key("str", None, secret=True),
                 "vmid": Key("int", None, minimum=1, maximum=999999999),
                 "uuid": Key("str", None, doc="SMBIOS UUID to send instead of reading the firmware's (non-root)"),
@@ -531,6 +533,7 @@ def load(
     loader = _Loader()
     _apply_env(raw, environ, loader)
     config = _build(SCHEMA, raw, "", loader)
+    _resolve_agent_urls(raw, config, loader)
     _check_clusters(config, loader)
     _check_thresholds(config, loader)
     _check_secrets(config, loader)
@@ -563,6 +566,21 @@ def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
         same = "webhook.admin_token" if viewer == admin else "webhook.token"
         loader.problem("webhook.viewer_token", f"is the same as {same}: a viewer could then act; give each its "
                        "own secret")
+
+
+def _resolve_agent_urls(raw: dict[str, Any], config: SimpleNamespace, loader: _Loader) -> None:
+    """`agent.exporter_urls` is the list every report goes to; `exporter_url` is its one-item form.
+    Both given (in the file or the environment) is a mistake: which one was meant cannot be told."""
+    agent_raw = raw.get("agent")
+    given = agent_raw if isinstance(agent_raw, Mapping) else {}
+    agent = config.agent
+    if given.get("exporter_url") is not None and given.get("exporter_urls") is not None:
+        loader.problem("agent.exporter_urls", "set both agent.exporter_url and agent.exporter_urls; keep one "
+                       "(exporter_urls lists every exporter, exporter_url is its one-item form)")
+    if not agent.exporter_urls and isinstance(agent.exporter_url, str):
+        agent.exporter_urls = [agent.exporter_url]
+    elif agent.exporter_urls:
+        agent.exporter_url = agent.exporter_urls[0]
 
 
 def _check_retention(config: SimpleNamespace, loader: _Loader) -> None:
