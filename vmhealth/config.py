@@ -151,6 +151,9 @@ SCHEMA = Section(
             {
                 "listen": Key("listen", "127.0.0.1:9747"),
                 "poll_interval": Key("duration", "15s", doc="how often each cluster is read"),
+                "poll_offset": Key(
+                    "duration", None, doc="poll on the clock, this far into each poll_interval (stagger a pair: "
+                    "0s on one replica, half the interval on the other); the first poll waits for its slot"),
                 "api_key": Key("str", None, secret=True, doc="agents' shared key; per-VM keys derive from it"),
                 "per_vm_keys": Key(
                     "bool", True, doc="only per-VM keys HMAC(api_key, cluster:vmid); false accepts the shared key"),
@@ -539,6 +542,7 @@ def load(
     _check_secrets(config, loader)
     _check_retention(config, loader)
     _check_policy(config, loader)
+    _check_poll_offset(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -635,6 +639,12 @@ def _check_clusters(config: SimpleNamespace, loader: _Loader) -> None:
 def _check_thresholds(config: SimpleNamespace, loader: _Loader) -> None:
     if config.thresholds.io_window is not None and config.thresholds.io_window <= 0:
         loader.problem("thresholds.io_window", "must be longer than 0s")
+
+
+def _check_poll_offset(config: SimpleNamespace, loader: _Loader) -> None:
+    offset, interval = config.exporter.poll_offset, config.exporter.poll_interval
+    if offset is not None and interval is not None and not 0 <= offset < interval:
+        loader.problem("exporter.poll_offset", f"must be from 0s to below exporter.poll_interval ({interval:g}s)")
 
 
 def _check_policy(config: SimpleNamespace, loader: _Loader) -> None:
