@@ -93,3 +93,20 @@ def test_a_failing_exporter_never_stops_the_reports_to_the_other(
     assert len(about_failing) == 1, about_failing  # once per change of state, not once per report
     assert about_healthy == [f"reporting to {healthy.url}/api/health/report"]
 
+
+
+def test_check_sends_one_report_to_each_exporter_and_names_the_one_that_fails(healthy: FakeExporter) -> None:
+    import io
+
+    from vmhealth.agent.check import check
+
+    dead = FakeExporter()
+    dead.stop()
+    cfg = load(raw={"agent": {"exporter_urls": [healthy.url, dead.url], "api_key": "good-key-0123456789",
+                              "vmid": 100, "interval": "5s", "timeout": "2s"}}, environ={}).agent
+    out = io.StringIO()
+    assert check(cfg, out) == 1
+    lines = out.getvalue().splitlines()
+    assert f"ok      exporter {healthy.url}/api/health/report accepted a report" in lines
+    assert any(line.startswith(f"PROBLEM exporter {dead.url}/api/health/report: unreachable") for line in lines), lines
+    assert len(healthy.reports) == 1
