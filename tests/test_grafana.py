@@ -79,6 +79,8 @@ def test_dashboard_loads_by_provisioning_and_import(path: Path) -> None:
         if panel["type"] != "row":
             assert panel.get("description"), f"panel {panel['title']!r} says what it shows"
     for link in dashboard["links"]:
+        if link["url"].startswith("${console_url}/ui/"):
+            continue  # the webhook's console, at the address the console_url variable holds
         uid = re.match(r"/d/([\w-]+)", link["url"]).group(1)
         assert uid in EXPECTED_UIDS, f"link to an unknown dashboard {uid}"
 
@@ -138,7 +140,8 @@ def _known_series() -> set[str]:
 
     names = set(FAMILIES)
     metrics = WebhookMetrics()
-    metrics.add_state(lambda: {"incidents": [], "quarantined": [], "circuit": {}, "queue": 0})
+    metrics.add_state(lambda: {"incidents": [], "quarantined": [], "circuit": {}, "queue": 0, "pauses": [],
+                               "pause_alert_after": 0.0})
     for family in metrics.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
         names.update(family.name + suffix for suffix in suffixes)

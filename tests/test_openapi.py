@@ -59,8 +59,8 @@ def routes(app: Any) -> set[tuple[str, str]]:
     """(METHOD, /path/{param}) of every route Flask serves, in OpenAPI's spelling."""
     out = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.rule.startswith("/ui/"):
+            continue  # the console's HTML pages (docs/console.md), not the JSON API
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         out.update((method, path) for method in rule.methods - {"HEAD", "OPTIONS"})
     return out

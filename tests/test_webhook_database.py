@@ -21,7 +21,7 @@ from vmhealth.webhook import create_app
 from vmhealth.webhook.api import action_json
 from vmhealth.webhook.store import Store
 
-HEAD = "wh0004"
+HEAD = "wh0005"
 
 
 def test_migrations_upgrade_an_empty_database(database: str) -> None:

@@ -592,3 +592,53 @@ def test_failed_authentication_is_counted_by_route_and_reason(make: Any) -> None
                                                                           page) == 1
     assert count("POST /api/vms/<vmid>/reset", "wrong", after) - count("POST /api/vms/<vmid>/reset", "wrong",
                                                                         page) == 1
+
+
+def test_a_runtime_pause_refuses_alerts_but_not_a_persons_reset_and_is_in_the_history(make: Any) -> None:
+    wh = make(retry_interval="1s")
+    for vmid in (100, 101):
+        wh.pve.add(vmid)
+    admin = auth(ADMIN)
+    assert wh.client.post("/api/remediation/pause", json={"reason": "x"}).status_code == 401
+    refused = wh.client.post("/api/remediation/pause", json={}, headers=admin)
+    assert refused.status_code == 400 and "reason" in refused.get_json()["error"]
+    wrong = wh.client.post("/api/remediation/pause", json={"reason": "r", "cluster": "nope"}, headers=admin)
+    assert wrong.status_code == 400 and "'nope' is not configured" in wrong.get_json()["error"]
+    paused = wh.client.post("/api/remediation/pause", json={"reason": "storage maintenance", "actor": "ann"},
+                            headers=admin)
+    assert paused.status_code == 200, paused.get_json()
+    assert wh.client.post("/api/remediation/pause", json={"reason": "again"}, headers=admin).status_code == 409
+    state = wh.client.get("/api/remediation").get_json()
+    assert state["paused"][0]["scope"] == "*" and state["paused"][0]["actor"] == "manual:ann"
+    assert sample(wh, "vmhealth_remediation_paused_since_seconds", scope="*") > time.time() - 60
+    assert sample(wh, "vmhealth_remediation_pause_alert_after_seconds") == 7200
+
+    wh.send(firing(100))
+    assert wh.pve.posts == [] and outcomes(wh, 100) == ["skipped:remediation-paused"]
+    row = history(wh, 100)[0]
+    assert "paused by manual:ann" in row["error"] and "storage maintenance" in row["error"]
+    manual = wh.client.post("/api/vms/101/reset", json={"reason": "I looked at it", "actor": "ann"}, headers=admin)
+    assert manual.status_code == 200, manual.get_json()
+    assert wh.pve.resets(101) == 1 and wh.pve.resets(100) == 0
+
+    resumed = wh.client.post("/api/remediation/resume", json={"actor": "bob", "reason": "done"}, headers=admin)
+    assert resumed.status_code == 200, resumed.get_json()
+    assert sample(wh, "vmhealth_remediation_paused_since_seconds", scope="*") is None
+    assert wh.client.post("/api/remediation/resume", json={}, headers=admin).status_code == 409
+    rows = wh.client.get("/api/resets?limit=1000").get_json()["resets"]
+    assert [(r["outcome"], r["actor"]) for r in rows if r["outcome"] in ("paused", "resumed")] == [
+        ("resumed", "manual:bob"), ("paused", "manual:ann")]
+    time.sleep(1.1)
+    wh.send(firing(100))  # Alertmanager's repeat: the guest is acted on now
+    assert outcomes(wh, 100)[-1] == "success" and wh.pve.resets(100) == 1
+
+
+def test_a_pause_of_one_cluster_leaves_the_others_alone(make: Any) -> None:
+    wh = make()
+    wh.pve.add(100)
+    admin = auth(ADMIN)
+    assert wh.client.post("/api/remediation/pause", json={"reason": "r", "cluster": "lab"},
+                          headers=admin).status_code == 200
+    wh.send(firing(100))
+    assert outcomes(wh, 100) == ["skipped:remediation-paused"]
+    assert "cluster lab" in history(wh, 100)[0]["error"]

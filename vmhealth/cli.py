@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("vmhealth.webhook.releasecli", "end a guest's quarantine after its reset attempts ran out"),
     "close-incident": ("vmhealth.webhook.closecli", "close a guest's incident whose resolved alert never comes"),
     "history": ("vmhealth.webhook.historycli", "print the remediation history as a table"),
+    "remediation": ("vmhealth.webhook.remediationcli", "pause or resume automatic remediation, or show the brakes"),
 }
 
 

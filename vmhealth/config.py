@@ -103,6 +103,9 @@ def _policy_section() -> Section:
                 "duration", "15m", doc="an incident with no notification this long closes as expired (3x the "
                 "webhook route's repeat_interval of 5m: a firing alert is sent again at least that often)"
             ),
+            "pause_alert_after": Key(
+                "duration", "2h", doc="a runtime pause of automatic remediation longer than this fires "
+                "VMHealthRemediationPaused"),
             "guest_agent_check": Key(
                 "str", "auto", choices=("auto", "off"),
                 doc="auto: before a reset, ping the QEMU guest agent where one is configured; an answer refuses",
@@ -192,6 +195,11 @@ SCHEMA = Section(
                 "prometheus_url": Key("url", None, doc="Prometheus to read a guest's heartbeat age from before acting"),
                 "exporter_urls": Key(
                     "urllist", [], doc="exporters to read a guest's heartbeat age from, without prometheus_url"),
+                "grafana_url": Key("url", None, doc="the console links each guest to its Grafana dashboard here"),
+                "console_session": Key("duration", "12h", doc="a console login lasts this long"),
+                "proxy_hops": Key(
+                    "int", 0, minimum=0, maximum=5,
+                    doc="reverse proxies in front that set X-Forwarded-For/-Proto/-Host/-Prefix (trusted)"),
                 "policy": _policy_section(),
             }
         ),

@@ -8,6 +8,7 @@ the quarantine, and is written into the history.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -21,10 +22,12 @@ from vmhealth import safejson
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
+from vmhealth.webhook import pauses
 from vmhealth.webhook.auth import require_admin
 from vmhealth.webhook.payload import AlertEvent
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 MAX_VMID = 999_999_999  # larger ids are no guest of Proxmox's (and overflow SQLite's integers)
 
@@ -56,7 +59,7 @@ def evidence_json(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
+def configured_cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
     names = [c.name for c in current_app.config["VMHEALTH"].clusters]
     wanted = request.args.get("cluster")
     if wanted:
@@ -84,7 +87,6 @@ def _manual_body() -> tuple[dict[str, Any], str, tuple[Any, int] | None]:
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset")
 @require_admin
 def reset(vmid: int) -> tuple[Any, int]:
-    ctx = current_app.extensions["vmhealth"]
     body, who, problem = _manual_body()
     if problem:
         return problem
@@ -93,9 +95,17 @@ def reset(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a string of at most 1000 characters"}), 400
     if not isinstance(force, bool):
         return jsonify({"success": False, "error": "force: expected true or false"}), 400
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
+    answer, status = manual_reset(current_app.extensions["vmhealth"], cluster, vmid, who, reason, force)
+    return jsonify(answer), status
+
+
+def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force: bool) -> tuple[dict[str, Any], int]:
+    """A person's reset, decided inline through the whole policy: the answer and its HTTP status.
+
+    The API and the console both ask through here, so both keep the same checks and `force` semantics."""
     now = time.time()
     event = AlertEvent(
         fingerprint=f"manual:{uuid.uuid4().hex}", starts_at=_iso(now) or "", status="firing", alertname="manual",
@@ -103,30 +113,30 @@ def reset(vmid: int) -> tuple[Any, int]:
     try:
         [recorded] = ctx.store.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
         if not ctx.store.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
-            return jsonify({"success": False, "error": "the request was taken by a worker; see the history"}), 202
+            return {"success": False, "error": "the request was taken by a worker; see the history"}, 202
     except SQLAlchemyError:
-        return jsonify({"success": False, "error": "the database is unavailable; nothing was done"}), 503
+        return {"success": False, "error": "the database is unavailable; nothing was done"}, 503
     decision = ctx.run_inline(recorded.event_id)
     if decision is None:
-        return jsonify({"success": False, "error": "the decision failed; it is retried, see the history"}), 202
+        return {"success": False, "error": "the decision failed; it is retried, see the history"}, 202
     if decision.outcome == "success":
-        return jsonify({"success": True, "message": f"Reset command sent to {decision.name or vmid}",
-                        "resetAttempts": decision.attempts}), 200
+        return {"success": True, "message": f"Reset command sent to {decision.name or vmid}",
+                "resetAttempts": decision.attempts}, 200
     if decision.outcome == "dry-run":
-        return jsonify({"success": True, "message": f"Dry run: {decision.detail}", "dryRun": True,
-                        "resetAttempts": decision.attempts}), 200
+        return {"success": True, "message": f"Dry run: {decision.detail}", "dryRun": True,
+                "resetAttempts": decision.attempts}, 200
     status = 409 if decision.outcome.startswith("skipped:") else 200
     if decision.outcome == "skipped:not-found":
         status = 404
-    return jsonify({"success": False, "error": f"{decision.outcome}: {decision.detail}",
-                    "outcome": decision.outcome, "resetAttempts": decision.attempts}), status
+    return {"success": False, "error": f"{decision.outcome}: {decision.detail}", "outcome": decision.outcome,
+            "resetAttempts": decision.attempts}, status
 
 
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/release")
 @require_admin
 def release(vmid: int) -> tuple[Any, int]:
     ctx = current_app.extensions["vmhealth"]
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     _, who, problem = _manual_body()
@@ -142,7 +152,7 @@ def release(vmid: int) -> tuple[Any, int]:
 def close_incident(vmid: int) -> tuple[Any, int]:
     """End the guest's open incident without a resolved notification (an alert that will never resolve)."""
     ctx = current_app.extensions["vmhealth"]
-    cluster, problem = _cluster(vmid)
+    cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     body, who, problem = _manual_body()
@@ -160,6 +170,79 @@ def close_incident(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": f"{cluster}/{vmid} has no open incident"}), 404
     return jsonify({"success": True, "message": f"Closed incident {closed} of {cluster}/{vmid}",
                     "incident": closed}), 200
+
+
+def _pause_scope(body: dict[str, Any]) -> tuple[str, tuple[Any, int] | None]:
+    """The body's `cluster` (a configured one) or the whole fleet when it has none."""
+    cluster = body.get("cluster")
+    if cluster is None:
+        return pauses.FLEET, None
+    names = [c.name for c in current_app.config["VMHEALTH"].clusters]
+    if not isinstance(cluster, str) or cluster not in names:
+        return "", (jsonify({"success": False, "error": f"cluster: {str(cluster)[:80]!r} is not configured "
+                                                        f"(one of {', '.join(names)}), or leave it out for all"}), 400)
+    return cluster, None
+
+
+@bp.post("/remediation/pause")
+@require_admin
+def pause() -> tuple[Any, int]:
+    """Pause automatic remediation of the fleet, or of one `cluster`, until resumed; `reason` is required."""
+    return _pause_request(True)
+
+
+@bp.post("/remediation/resume")
+@require_admin
+def resume() -> tuple[Any, int]:
+    return _pause_request(False)
+
+
+def _pause_request(paused: bool) -> tuple[Any, int]:
+    body, who, problem = _manual_body()
+    if problem:
+        return problem
+    scope, problem = _pause_scope(body)
+    if problem:
+        return problem
+    reason = body.get("reason", None if paused else "resumed")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000 or not utf8_text(reason):
+        return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
+                                                   "characters"}), 400
+    answer, status = set_pause(current_app.extensions["vmhealth"], scope, who, reason, paused)
+    return jsonify(answer), status
+
+
+@bp.get("/remediation")
+def remediation_state() -> tuple[Any, int]:
+    """The brakes in force: kill switch, dry-run and the runtime pauses."""
+    ctx = current_app.extensions["vmhealth"]
+    policy = ctx.config.webhook.policy
+    try:
+        active = pauses.active(ctx.store)
+    except SQLAlchemyError:
+        return jsonify({"error": "the database is unavailable"}), 503
+    return jsonify({"enabled": bool(policy.enabled), "dryRun": bool(policy.dry_run), "paused": [
+        {"scope": p.scope, "since": _iso(p.since), "actor": p.actor, "reason": p.reason} for p in active]}), 200
+
+
+def set_pause(ctx: Any, scope: str, who: str, reason: str, paused: bool) -> tuple[dict[str, Any], int]:
+    """Pause or resume `scope` (pauses.FLEET or a cluster) for `manual:<who>`: the answer and its HTTP status."""
+    actor, what = f"manual:{who}", pauses.describe(scope)
+    try:
+        if paused:
+            changed = pauses.pause(ctx.store, scope, actor, reason, time.time())
+        else:
+            changed = pauses.resume(ctx.store, scope, actor, reason, time.time()) is not None
+    except SQLAlchemyError:
+        return {"success": False, "error": "the database is unavailable; nothing was changed"}, 503
+    if not changed:
+        state = "already paused" if paused else "not paused"
+        return {"success": False, "error": f"automatic remediation of {what} is {state}"}, 409
+    if paused:
+        log.warning("automatic remediation of %s paused by %s: %s", what, actor, reason)
+        return {"success": True, "message": f"Automatic remediation of {what} paused"}, 200
+    log.warning("automatic remediation of %s resumed by %s: %s", what, actor, reason)
+    return {"success": True, "message": f"Automatic remediation of {what} resumed"}, 200
 
 
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset-history")

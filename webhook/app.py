@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from vmhealth import openapi
+from vmhealth.webhook import pauses
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
 from vmhealth.webhook.store import Store
@@ -53,6 +54,8 @@ class WebhookContext:
             "incidents": self.store.open_incident_attempts(),
             "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
             "circuit": dict(self.remediator.circuit),
+            "pauses": [(p.scope, p.since) for p in pauses.active(self.store)],
+            "pause_alert_after": float(self.config.webhook.policy.pause_alert_after),
             "queue": self.store.pending_events(),
         }
 
@@ -98,17 +101,29 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["vmhealth"] = ctx
 
-    from vmhealth.webhook import alerts, api, metrics_view
+    from vmhealth.webhook import alerts, api, console, console_session, guest_metrics, metrics_view
 
     app.register_blueprint(alerts.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics_view.bp)
+    app.register_blueprint(console.bp)
+    app.register_blueprint(guest_metrics.bp)
+    console_session.install(app, config)
+    hops = int(config.webhook.proxy_hops)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)  # type: ignore[method-assign]
     openapi.register(app)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
-        """JSON for every refusal Flask makes itself (404, 405, 413), like the API's own errors."""
+    def http_error(exc: HTTPException) -> Any:
+        """JSON for every refusal Flask makes itself (404, 405, 413), like the API's own errors; a page
+        in the console."""
         message = exc.description or exc.name
+        if request.path.startswith("/ui/"):
+            return render_template("console/message.html", title=exc.name, message=message,
+                                   user=console_session.current()), exc.code or 500
         if exc.code == 413:
             message = f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
         return jsonify({"success": False, "error": message}), exc.code or 500
@@ -117,9 +132,10 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     def index() -> tuple[Any, int]:
         return jsonify({"service": "vmhealth webhook", "endpoints": [
             "POST /alerts", "POST /api/vms/<vmid>/reset", "POST /api/vms/<vmid>/release",
-            "POST /api/vms/<vmid>/close-incident",
-            "GET /api/vms/<vmid>/reset-history", "GET /api/resets", "GET /metrics", "GET /healthz",
-            "GET /openapi.yaml"]}), 200
+            "POST /api/vms/<vmid>/close-incident", "POST /api/remediation/pause", "POST /api/remediation/resume",
+            "GET /api/remediation", "GET /api/vms/<vmid>/reset-history", "GET /api/resets",
+            "GET /api/vms/<vmid>/metrics", "GET /metrics", "GET /healthz", "GET /openapi.yaml",
+            "GET /ui/ (the console)"]}), 200
 
     @app.get("/healthz")
     def healthz() -> Response:

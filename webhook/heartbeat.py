@@ -20,6 +20,8 @@ from typing import Any
 
 import requests
 
+from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
+
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 5.0
 _LABEL = re.compile(r"^[A-Za-z0-9._-]+$")  # cluster names are checked at start; anything else is refused
@@ -42,6 +44,7 @@ class HeartbeatReader:
         self.exporter_urls = [url.rstrip("/") for url in exporter_urls]
         self.timeout = timeout
         self.session = requests.Session()
+        self.prometheus = PrometheusAPI(self.prometheus_url or "", timeout)
 
     @property
     def configured(self) -> bool:
@@ -66,12 +69,9 @@ class HeartbeatReader:
     def _from_prometheus(self, cluster: str, vmid: int) -> HeartbeatAge:
         query = f'time() - max(vmhealth_heartbeat_timestamp_seconds{{cluster="{cluster}",vmid="{vmid}"}})'
         try:
-            reply = self.session.get(f"{self.prometheus_url}/api/v1/query", params={"query": query},
-                                     timeout=self.timeout)
-            reply.raise_for_status()
-            result = reply.json()["data"]["result"]
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            return HeartbeatAge(None, "prometheus", f"{type(exc).__name__}: {exc}"[:300])
+            result = self.prometheus.instant(query)
+        except PrometheusError as exc:
+            return HeartbeatAge(None, "prometheus", str(exc))
         if not result:
             return HeartbeatAge(None, "prometheus")
         try:

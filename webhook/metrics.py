@@ -99,4 +99,13 @@ class _StateCollector(Collector):
             circuit.add_metric([cluster], value)
         depth = GaugeMetricFamily("vmhealth_remediation_queue_depth", "Alert events waiting for or in the worker.")
         depth.add_metric([], state["queue"])
-        return [attempts, quarantined, circuit, depth]
+        paused = GaugeMetricFamily("vmhealth_remediation_paused_since_seconds",
+                                   "When a person paused automatic remediation (scope \"*\": every cluster); "
+                                   "present only while paused.", labels=["scope"])
+        for scope, since in state["pauses"]:
+            paused.add_metric([scope], since)
+        limit = GaugeMetricFamily("vmhealth_remediation_pause_alert_after_seconds",
+                                  "webhook.policy.pause_alert_after: a pause longer than this fires "
+                                  "VMHealthRemediationPaused.")
+        limit.add_metric([], state["pause_alert_after"])
+        return [attempts, quarantined, circuit, depth, paused, limit]

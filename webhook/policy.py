@@ -22,7 +22,7 @@ CLOSING = frozenset({"not-found", "unknown-cluster"})
 # Reasons that pass by themselves: the next delivery of a still-firing alert looks again.
 TRANSIENT = frozenset(
     {"cooldown", "rate-limited", "busy", "circuit-open", "locked", "booting", "node-offline", "no-quorum",
-     "proxmox-unreachable", "disabled", "active", "guest-agent-alive", "heartbeat-fresh"}
+     "proxmox-unreachable", "disabled", "remediation-paused", "active", "guest-agent-alive", "heartbeat-fresh"}
 )
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
+from vmhealth.models.webhook import Action, AlertEvent, Incident, Pause, Quarantine
 from vmhealth.pve import PveClient, PveError
-from vmhealth.webhook import actions, policy
+from vmhealth.webhook import actions, pauses, policy
 from vmhealth.webhook.heartbeat import HeartbeatReader
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.payload import EVIDENCE_KEYS
@@ -147,7 +147,8 @@ class Remediator:
         now = time.time()
         refusal = self._refusal(event, incident, now,
                                 lambda: Store.quarantined_in(session, incident.cluster, incident.vmid),
-                                lambda: Store.last_touch_in(session, incident.cluster, incident.vmid))
+                                lambda: Store.last_touch_in(session, incident.cluster, incident.vmid),
+                                lambda: pauses.paused_in(session, incident.cluster))
         if refusal is None:
             return None
         skip, retry_after = refusal
@@ -158,11 +159,17 @@ class Remediator:
     # --- the policy, in order --------------------------------------------------------------------
     def _refusal(self, event: AlertEvent, incident: Incident, now: float,
                  quarantined: Callable[[], Quarantine | None],
-                 last_touch: Callable[[], Action | None]) -> tuple[Skip, float | None] | None:
-        """The refusals that need no Proxmox call and no count: kill switch, quarantine, attempts, cooldowns."""
+                 last_touch: Callable[[], Action | None],
+                 paused: Callable[[], Pause | None]) -> tuple[Skip, float | None] | None:
+        """The refusals that need no Proxmox call and no count: kill switch, pause, quarantine, attempts,
+        cooldowns. A person's own reset is not paused."""
         p = self.policy
         if not p.enabled:
             return Skip("disabled", "webhook.policy.enabled is false (kill switch)"), None
+        pause = paused() if event.alertname != "manual" else None
+        if pause is not None:
+            return Skip("remediation-paused", f"automatic remediation of {pauses.describe(pause.scope)} paused by "
+                        f"{pause.actor} since {time.ctime(pause.since)}: {pause.reason}"), None
         quarantine = quarantined()
         if quarantine is not None and not event.force:
             return Skip("quarantined", f"since {time.ctime(quarantine.since)}: {quarantine.reason}"
@@ -181,7 +188,8 @@ class Remediator:
         p = self.policy
         cluster, vmid = incident.cluster, incident.vmid
         refusal = self._refusal(event, incident, now, lambda: self.store.quarantined(cluster, vmid),
-                                lambda: self.store.last_touch(cluster, vmid))
+                                lambda: self.store.last_touch(cluster, vmid),
+                                lambda: pauses.paused(self.store, cluster))
         if refusal is not None:
             return self._skip(base, refusal[0], incident, refusal[1])
         skip = policy.check_rate(self.store.actions_since(now - 3600), p.max_actions_per_hour)

@@ -493,7 +493,8 @@ class Store:
         ).order_by(Action.at.desc()).limit(1)).first()
 
     def history(self, cluster: str | None = None, vmid: int | None = None, since: float | None = None,
-                outcome: str | None = None, limit: int = 100, before_id: int | None = None) -> list[Action]:
+                outcome: str | None = None, limit: int = 100, before_id: int | None = None,
+                until: float | None = None) -> list[Action]:
         """Newest first; `before_id` continues a page."""
         query = select(Action).order_by(Action.id.desc()).limit(limit)
         if cluster:
@@ -502,6 +503,8 @@ class Store:
             query = query.where(Action.vmid == vmid)
         if since is not None:
             query = query.where(Action.at >= since)
+        if until is not None:
+            query = query.where(Action.at < until)
         if outcome:
             query = query.where(Action.outcome.startswith(outcome, autoescape=True) if outcome.endswith(":")
                                 or outcome == "skipped" else Action.outcome == outcome)

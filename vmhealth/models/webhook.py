@@ -126,3 +126,17 @@ class Action(Base):
     # JSON of what the decision was based on: the alert's evidence and, once read, Proxmox's live state
     # (I/O counters, guest-agent answer, qmpstatus, uptime, status); NULL for rows that carry none.
     evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Pause(Base):
+    """Automatic remediation paused by a person, for the whole fleet (`scope` "*") or one cluster.
+
+    Kept in the database so that every replica obeys it; alerts keep arriving and are refused as
+    `skipped:paused`, and a person's own reset still goes through the policy."""
+
+    __tablename__ = "webhook_pause"
+
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    since: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
