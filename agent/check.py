@@ -21,6 +21,17 @@ from vmhealth.config import split_listen
 
 
 def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
+    """Each check's line on `out`; 1 when one found a problem. The agent's own log is quiet meanwhile."""
+    quiet = logging.getLogger("vmhealth.agent")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the lines below say it all, once
+    try:
+        return _check(agent_cfg, out)
+    finally:
+        quiet.setLevel(level)
+
+
+def _check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
     """Print one `ok`/`PROBLEM` line per check; 0 when all passed, 1 otherwise."""
     problems = 0
 
@@ -29,7 +40,6 @@ def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
         problems += not ok
         print(f"{'ok     ' if ok else 'PROBLEM'} {what}", file=out)
 
-    logging.getLogger("vmhealth.agent").setLevel(logging.ERROR)  # the lines below say it all, once
     collector = Collector(agent_cfg.mounts)
     time.sleep(0.2)
     sample = collector.collect()
