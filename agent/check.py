@@ -15,12 +15,23 @@ from typing import TextIO
 
 from vmhealth.agent.collect import Collector
 from vmhealth.agent.payload import build
-from vmhealth.agent.push import HINTS, Pusher
-from vmhealth.agent.runner import effective_timeout, identity_from
+from vmhealth.agent.push import HINTS
+from vmhealth.agent.runner import effective_timeout, identity_from, pushers_from
 from vmhealth.config import split_listen
 
 
 def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
+    """Each check's line on `out`; 1 when one found a problem. The agent's own log is quiet meanwhile."""
+    quiet = logging.getLogger("vmhealth.agent")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the lines below say it all, once
+    try:
+        return _check(agent_cfg, out)
+    finally:
+        quiet.setLevel(level)
+
+
+def _check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
     """Print one `ok`/`PROBLEM` line per check; 0 when all passed, 1 otherwise."""
     problems = 0
 
@@ -29,7 +40,6 @@ def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
         problems += not ok
         print(f"{'ok     ' if ok else 'PROBLEM'} {what}", file=out)
 
-    logging.getLogger("vmhealth.agent").setLevel(logging.ERROR)  # the lines below say it all, once
     collector = Collector(agent_cfg.mounts)
     time.sleep(0.2)
     sample = collector.collect()
@@ -49,16 +59,15 @@ def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
         if float(agent_cfg.timeout) >= interval:
             line(True, f"timeout {agent_cfg.timeout:g}s is not below interval {interval:g}s; "
                  f"{effective_timeout(float(agent_cfg.timeout), interval):g}s is used")
-        pusher = Pusher(agent_cfg.exporter_url, agent_cfg.api_key, effective_timeout(float(agent_cfg.timeout),
-                        interval), agent_cfg.verify_ssl, agent_cfg.ca_bundle, agent_cfg.client_cert_file,
-                        agent_cfg.client_key_file)
-        outcome = pusher.send(build(sample, identity))
-        if outcome.ok:
-            line(True, f"exporter {pusher.url} accepted a report")
-        else:
-            hint = HINTS.get(outcome.status or 0, "")
-            reason = f"HTTP {outcome.status}" if outcome.status else outcome.state
-            line(False, f"exporter {pusher.url}: {reason}: {outcome.detail}" + (f" — {hint}" if hint else ""))
+        report = build(sample, identity)
+        for pusher in pushers_from(agent_cfg):  # every exporter of the list: each must take the report
+            outcome = pusher.send(report)
+            if outcome.ok:
+                line(True, f"exporter {pusher.url} accepted a report")
+            else:
+                hint = HINTS.get(outcome.status or 0, "")
+                reason = f"HTTP {outcome.status}" if outcome.status else outcome.state
+                line(False, f"exporter {pusher.url}: {reason}: {outcome.detail}" + (f" — {hint}" if hint else ""))
     if agent_cfg.mode in ("pull", "both"):
         host, port = split_listen(agent_cfg.listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

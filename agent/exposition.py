@@ -7,7 +7,7 @@ and `vmhealth_agent_info` carrying identity as labels with the value 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vmhealth import __version__
@@ -43,8 +43,9 @@ class _Page:
             self.family(name, kind, help_text, [({}, value)])
 
 
-def render(sample: Sample, identity: Identity, push: Any = None) -> str:
-    """The /metrics page for `sample`; `push` (a Pusher) adds the push series in mode `both`."""
+def render(sample: Sample, identity: Identity, pushers: Sequence[Any] = ()) -> str:
+    """The /metrics page for `sample`; `pushers` (one Pusher per exporter) add the push series in mode
+    `both`: the newest report any exporter accepted, the failures of all, and each exporter's state."""
     page = _Page()
     p = "vmhealth_agent_"
     info = {"hostname": sample.hostname, "version": __version__,
@@ -78,9 +79,11 @@ def render(sample: Sample, identity: Identity, push: Any = None) -> str:
     page.family(f"{p}collector_success", "gauge", "Whether each part was read in this collection (1) or not (0).",
                 [({"collector": c}, 0 if any(f == c or f.startswith(c + " ") for f in failed) else 1)
                  for c in COLLECTORS if c != "load" or sample.load is not None or "load" in failed])
-    if push is not None:
-        page.one(f"{p}last_push_timestamp_seconds", "gauge", "Unix time of the last report the exporter accepted.",
-                 push.last_success if push.last_success is not None else 0)
-        page.one(f"{p}push_failures_total", "counter", "Reports the exporter did not accept (any reason).",
-                 push.failures_total)
+    if pushers:
+        page.one(f"{p}last_push_timestamp_seconds", "gauge", "Unix time of the last report an exporter accepted.",
+                 max(push.last_success or 0 for push in pushers))
+        page.one(f"{p}push_failures_total", "counter", "Reports an exporter did not accept (any reason).",
+                 sum(push.failures_total for push in pushers))
+        page.family(f"{p}push_up", "gauge", "Whether the exporter accepted the last report sent to it (1) or not.",
+                    [({"exporter": push.exporter}, 1 if push.state == "ok" else 0) for push in pushers])
     return "\n".join(page.lines) + "\n"

@@ -13,6 +13,10 @@
   .\install-windows.ps1 -ExporterUrl http://vmhealth.example.org:9747 -ApiKey (Get-Content .\agent.key)
 
 .EXAMPLE
+  # an exporter pair: every report goes to both (exporter_urls in agent.yml)
+  .\install-windows.ps1 -ExporterUrl http://vmhealth-a.example.org:9747,http://vmhealth-b.example.org:9747 -ApiKey $key
+
+.EXAMPLE
   .\install-windows.ps1 -ExporterUrl https://vmhealth.example.org:9747 -ApiKey $key -Vmid 105 -CaBundle C:\ca.pem -Package C:\vmhealth-0.1.0-py3-none-any.whl
 
 .EXAMPLE
@@ -21,7 +25,7 @@
 #>
 [CmdletBinding()]
 param(
-  [string]$ExporterUrl,
+  [Alias("ExporterUrls")][string[]]$ExporterUrl,
   [string]$ApiKey,
   [int]$Vmid = 0,
   [string]$Cluster = "",
@@ -70,7 +74,8 @@ if (Test-Path $PostInstall) { Invoke-Python @($PostInstall, "-install", "-quiet"
 # 2. The configuration: JSON is valid YAML, and needs no PyYAML in the guest.
 New-Item -ItemType Directory -Force -Path $DataDir | Out-Null
 $Agent = [ordered]@{ mode = $Mode; interval = $Interval; listen = "0.0.0.0:9748" }
-if ($ExporterUrl) { $Agent.exporter_url = $ExporterUrl }
+if ($ExporterUrl.Count -gt 1) { $Agent.exporter_urls = @($ExporterUrl) }
+elseif ($ExporterUrl) { $Agent.exporter_url = $ExporterUrl[0] }
 if ($ApiKey) { $Agent.api_key = $ApiKey }
 if ($Vmid -gt 0) { $Agent.vmid = $Vmid }
 if ($Cluster) { $Agent.cluster = $Cluster }

@@ -9,6 +9,9 @@
 #
 # Settings (environment, or the defaults file, which is read when present):
 #   VMHEALTH_AGENT_EXPORTER_URL   default http://127.0.0.1:9747
+#   VMHEALTH_AGENT_EXPORTER_URLS  instead of _URL: every exporter of a pair, comma- or space-separated;
+#                                 each gets every report from its own loop, so one that is down
+#                                 delays none of the others
 #   VMHEALTH_AGENT_API_KEY        or VMHEALTH_AGENT_API_KEY_FILE (a file holding the key): this guest's
 #                                 own key, `vmhealth agent-key --cluster C --vmid N` on the exporter's host
 #   VMHEALTH_AGENT_VMID           optional; without it the SMBIOS UUID identifies the guest
@@ -36,8 +39,16 @@ done
 # shellcheck disable=SC1090
 [ -r "$DEFAULTS" ] && . "$DEFAULTS"
 
-URL=${VMHEALTH_AGENT_EXPORTER_URL:-http://127.0.0.1:9747}
-URL=${URL%/}/api/health/report
+if [ -n "${VMHEALTH_AGENT_EXPORTER_URL:-}" ] && [ -n "${VMHEALTH_AGENT_EXPORTER_URLS:-}" ]; then
+  log "set both VMHEALTH_AGENT_EXPORTER_URL and VMHEALTH_AGENT_EXPORTER_URLS; keep one"; exit 2
+fi
+URLS=
+for url in $(printf '%s' "${VMHEALTH_AGENT_EXPORTER_URLS:-${VMHEALTH_AGENT_EXPORTER_URL:-http://127.0.0.1:9747}}" | tr ',' ' '); do
+  case "$url" in http://?*|https://?*) ;; *) log "exporter URL '$url' is not http:// or https://"; exit 2 ;; esac
+  url=${url%/}/api/health/report
+  case " $URLS " in *" $url "*) log "exporter URL '$url' is listed twice"; exit 2 ;; esac
+  URLS="${URLS:+$URLS }$url"
+done
 INTERVAL=${VMHEALTH_AGENT_INTERVAL:-30}
 INTERVAL=${INTERVAL%s}
 TIMEOUT=${VMHEALTH_AGENT_TIMEOUT:-10}
@@ -98,42 +109,62 @@ if [ -z "${VMHEALTH_AGENT_VMID:-}" ] && [ -z "$UUID" ]; then
   log "no VMHEALTH_AGENT_VMID and no readable SMBIOS UUID: the exporter cannot tell which guest this is"
 fi
 
-BODY=$(mktemp) && REPLY=$(mktemp) || exit 1
-trap 'rm -f "$BODY" "$REPLY"' EXIT
+TMP=$(mktemp -d) || exit 1
+trap 'rm -rf "$TMP"' EXIT
 trap 'exit 0' TERM INT
-STATE=starting
-FAILS=0
 # Start-up jitter, so that guests booted together do not report in the same second.
 sleep $(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % INTERVAL ))
-while :; do
-  report > "$BODY"
-  # The key goes to curl on stdin, never on its command line (where `ps` would show it).
-  code=$(printf 'header = "X-API-Key: %s"\n' "$API_KEY" | curl -sS -K - -o "$REPLY" -w '%{http_code}' \
-    --max-time "$TIMEOUT" ${VMHEALTH_AGENT_CA_BUNDLE:+--cacert "$VMHEALTH_AGENT_CA_BUNDLE"} \
-    ${VMHEALTH_AGENT_CLIENT_CERT_FILE:+--cert "$VMHEALTH_AGENT_CLIENT_CERT_FILE"} \
-    ${VMHEALTH_AGENT_CLIENT_KEY_FILE:+--key "$VMHEALTH_AGENT_CLIENT_KEY_FILE"} \
-    -H 'Content-Type: application/json' --data-binary @"$BODY" "$URL" 2>"$REPLY.err")
-  case "$code" in
-    2??) new=ok ;;
-    000|408|429|5??) new=unreachable ;;
-    *) new="refused:$code" ;;
-  esac
-  if [ "$new" != "$STATE" ]; then
-    case "$new" in
-      ok) if [ "$STATE" = starting ]; then log "reporting to $URL"
-          else log "exporter $URL accepts reports again (after $FAILS failed attempt(s))"; fi ;;
-      unreachable) log "exporter $URL unreachable (HTTP $code): $(cat "$REPLY.err" "$REPLY" 2>/dev/null | head -c 200 | tr '\n' ' ')" ;;
-      *) log "exporter $URL refused the report (HTTP $code): $(head -c 300 "$REPLY")" ;;
+
+# push_to URL N: report to one exporter until killed, logging its changes of state.
+push_to() {
+  URL=$1 BODY=$TMP/body.$2 REPLY=$TMP/reply.$2
+  trap 'kill $! 2>/dev/null; exit 0' TERM INT  # and the sleep with it
+  STATE=starting
+  FAILS=0
+  while :; do
+    report > "$BODY"
+    # The key goes to curl on stdin, never on its command line (where `ps` would show it).
+    code=$(printf 'header = "X-API-Key: %s"\n' "$API_KEY" | curl -sS -K - -o "$REPLY" -w '%{http_code}' \
+      --max-time "$TIMEOUT" ${VMHEALTH_AGENT_CA_BUNDLE:+--cacert "$VMHEALTH_AGENT_CA_BUNDLE"} \
+      ${VMHEALTH_AGENT_CLIENT_CERT_FILE:+--cert "$VMHEALTH_AGENT_CLIENT_CERT_FILE"} \
+      ${VMHEALTH_AGENT_CLIENT_KEY_FILE:+--key "$VMHEALTH_AGENT_CLIENT_KEY_FILE"} \
+      -H 'Content-Type: application/json' --data-binary @"$BODY" "$URL" 2>"$REPLY.err")
+    case "$code" in
+      2??) new=ok ;;
+      000|408|429|5??) new=unreachable ;;
+      *) new="refused:$code" ;;
     esac
-  fi
-  rm -f "$REPLY.err"
-  STATE=$new
-  if [ "$new" = ok ]; then FAILS=0; delay=$INTERVAL; else FAILS=$((FAILS + 1)); delay=$INTERVAL; fi
-  if [ "$new" = unreachable ]; then
-    # Exponential backoff with jitter, capped at the interval.
-    cap=$(( 1 << (FAILS < 8 ? FAILS - 1 : 7) )); [ "$cap" -gt "$INTERVAL" ] && cap=$INTERVAL
-    delay=$(( cap / 2 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % (cap / 2 + 1) )); [ "$delay" -lt 1 ] && delay=1
-  fi
-  sleep "$delay" &
-  wait $!
+    if [ "$new" != "$STATE" ]; then
+      case "$new" in
+        ok) if [ "$STATE" = starting ]; then log "reporting to $URL"
+            else log "exporter $URL accepts reports again (after $FAILS failed attempt(s))"; fi ;;
+        unreachable) log "exporter $URL unreachable (HTTP $code): $(cat "$REPLY.err" "$REPLY" 2>/dev/null | head -c 200 | tr '\n' ' ')" ;;
+        *) log "exporter $URL refused the report (HTTP $code): $(head -c 300 "$REPLY")" ;;
+      esac
+    fi
+    rm -f "$REPLY.err"
+    STATE=$new
+    if [ "$new" = ok ]; then FAILS=0; delay=$INTERVAL; else FAILS=$((FAILS + 1)); delay=$INTERVAL; fi
+    if [ "$new" = unreachable ]; then
+      # Exponential backoff with jitter, capped at the interval.
+      cap=$(( 1 << (FAILS < 8 ? FAILS - 1 : 7) )); [ "$cap" -gt "$INTERVAL" ] && cap=$INTERVAL
+      delay=$(( cap / 2 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % (cap / 2 + 1) )); [ "$delay" -lt 1 ] && delay=1
+    fi
+    sleep "$delay" &
+    wait $!
+  done
+}
+
+set -- $URLS
+if [ $# -eq 1 ]; then
+  push_to "$1" 1
+fi
+# Several exporters: one loop each, in the background; a stop ends them all.
+PIDS= n=0
+for url in "$@"; do
+  n=$((n + 1))
+  push_to "$url" "$n" &
+  PIDS="$PIDS $!"
 done
+trap 'kill $PIDS 2>/dev/null; exit 0' TERM INT
+wait

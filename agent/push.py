@@ -73,7 +73,8 @@ class Pusher:
     def __init__(self, exporter_url: str, api_key: str, timeout: float,
                  verify_ssl: bool = True, ca_bundle: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None) -> None:
-        self.url = exporter_url.rstrip("/") + REPORT_PATH
+        self.exporter = exporter_url.rstrip("/")
+        self.url = self.exporter + REPORT_PATH
         self.api_key = api_key
         self.timeout = timeout
         self.tls = client_tls(self.url, verify_ssl, ca_bundle, cert_file, key_file)

@@ -14,9 +14,10 @@ from typing import Any
 
 from vmhealth.agent.collect import Collector, Sample
 from vmhealth.agent.exposition import render
+from vmhealth.agent.fanout import Fanout
 from vmhealth.agent.identity import smbios_uuid
 from vmhealth.agent.payload import Identity, build
-from vmhealth.agent.push import Pusher, next_delay
+from vmhealth.agent.push import Pusher
 
 log = logging.getLogger("vmhealth.agent")
 
@@ -24,6 +25,14 @@ log = logging.getLogger("vmhealth.agent")
 def effective_timeout(timeout: float, interval: float) -> float:
     """The HTTP timeout, kept below the interval so that one slow exporter cannot stack up reports."""
     return min(timeout, interval * 0.8)
+
+
+def pushers_from(agent_cfg: SimpleNamespace) -> list[Pusher]:
+    """One Pusher per exporter of `agent.exporter_urls` (the config loader puts `exporter_url` there)."""
+    timeout = effective_timeout(float(agent_cfg.timeout), float(agent_cfg.interval))
+    return [Pusher(url, agent_cfg.api_key, timeout, agent_cfg.verify_ssl, agent_cfg.ca_bundle,
+                   agent_cfg.client_cert_file, agent_cfg.client_key_file)
+            for url in agent_cfg.exporter_urls]
 
 
 def identity_from(agent_cfg: SimpleNamespace) -> Identity:
@@ -49,12 +58,7 @@ class Agent:
         self.identity = identity or identity_from(agent_cfg)
         self.rng = rng or random.Random()
         self.lock = threading.Lock()
-        self.pusher: Pusher | None = None
-        if self.mode in ("push", "both"):
-            self.pusher = Pusher(agent_cfg.exporter_url, agent_cfg.api_key,
-                                 effective_timeout(float(agent_cfg.timeout), self.interval),
-                                 agent_cfg.verify_ssl, agent_cfg.ca_bundle, agent_cfg.client_cert_file,
-                                 agent_cfg.client_key_file)
+        self.pushers: list[Pusher] = pushers_from(agent_cfg) if self.mode in ("push", "both") else []
         self.server: Any = None
 
     def sample(self) -> Sample:
@@ -65,7 +69,7 @@ class Agent:
         return build(self.sample(), self.identity)
 
     def metrics_page(self) -> str:
-        return render(self.sample(), self.identity, self.pusher if self.mode == "both" else None)
+        return render(self.sample(), self.identity, self.pushers if self.mode == "both" else ())
 
     def start_server(self) -> None:
         from vmhealth.agent.server import MetricsServer
@@ -86,7 +90,7 @@ class Agent:
         if self.mode in ("pull", "both"):
             self.start_server()
         try:
-            if self.pusher is not None:
+            if self.pushers:
                 self._push_loop(stop)
             else:
                 stop.wait()
@@ -97,10 +101,16 @@ class Agent:
         return 0
 
     def _push_loop(self, stop: threading.Event) -> None:
-        assert self.pusher is not None
+        """Collect one report per interval and hand it to every exporter's sender."""
+        fanout = Fanout(self.pushers, self.interval, self.rng)
         # Start-up jitter: thousands of guests booted together must not report in the same second.
         delay = self.rng.uniform(0, min(self.interval, 30.0))
-        log.info("pushing to %s every %gs (first report in %.1fs)", self.pusher.url, self.interval, delay)
-        while not stop.wait(delay):
-            outcome = self.pusher.send(self.report())
-            delay = next_delay(self.interval, outcome, self.pusher.failures_in_row, self.rng)
+        log.info("pushing to %s every %gs (first report in %.1fs)", ", ".join(p.url for p in self.pushers),
+                 self.interval, delay)
+        fanout.start()
+        try:
+            while not stop.wait(delay):
+                fanout.offer(self.report())
+                delay = self.interval
+        finally:
+            fanout.close()

@@ -4,9 +4,12 @@
     python3 bench/agent_footprint.py --smoke        # seconds: 5 cycles
 
 Push: the agent reports every `--interval` to a small receiver in this process; CPU per cycle is the
-agent's user+system CPU time over the accepted reports. Pull: this process scrapes the agent's
-/metrics `--cycles` times; CPU per cycle is the agent's CPU time per scrape. node_exporter (Debian's
-prometheus-node-exporter, when installed) is scraped the same way. Each program runs alone, and the
+agent's user+system CPU time over the accepted reports. It is measured twice: with one exporter,
+and with two in `agent.exporter_urls` of which one is down (nothing listens; each report to it
+fails and is retried with backoff), as a guest reporting to an exporter pair during an upgrade.
+Pull: this process scrapes the agent's /metrics `--cycles` times; CPU per cycle is the agent's CPU
+time per scrape. node_exporter (Debian's prometheus-node-exporter, when installed) is scraped the
+same way. Each program runs alone, and the
 first cycles (imports, first collection) are left out of the CPU figures; RSS is read at the end.
 Results go to bench/results/agent_footprint.json (or `--out`).
 """
@@ -92,9 +95,11 @@ def agent_env(**extra: str) -> dict[str, str]:
     return {**env, "VMHEALTH_AGENT_VMID": "100", **extra}
 
 
-def measure_push(cycles: int, interval: float) -> dict[str, Any]:
+def measure_push(cycles: int, interval: float, one_down: bool = False) -> dict[str, Any]:
     receiver = Receiver()
-    env = agent_env(VMHEALTH_AGENT_EXPORTER_URL=f"http://127.0.0.1:{receiver.server_address[1]}",
+    url = f"http://127.0.0.1:{receiver.server_address[1]}"
+    urls = f"{url},http://127.0.0.1:{free_port()}" if one_down else url
+    env = agent_env(VMHEALTH_AGENT_EXPORTER_URLS=urls,
                     VMHEALTH_AGENT_API_KEY="bench-footprint-agent-key", VMHEALTH_AGENT_INTERVAL=f"{interval}s",
                     VMHEALTH_AGENT_TIMEOUT=f"{interval * 0.8}s", VMHEALTH_AGENT_MODE="push")
     proc = subprocess.Popen([sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"], env=env)
@@ -112,7 +117,8 @@ def measure_push(cycles: int, interval: float) -> dict[str, Any]:
         stop(proc)
         receiver.shutdown()
         receiver.server_close()
-    return {"program": "vmhealth agent (push)", "rss_bytes": rss, "cycles": done,
+    name = "vmhealth agent (push, 2 exporters, 1 down)" if one_down else "vmhealth agent (push)"
+    return {"program": name, "rss_bytes": rss, "cycles": done,
             "cpu_ms_per_cycle": 1000 * used / max(done, 1)}
 
 
@@ -148,7 +154,7 @@ def main() -> int:
     if args.smoke:
         args.cycles, args.interval = 5, 0.2
 
-    results = [measure_push(args.cycles, args.interval)]
+    results = [measure_push(args.cycles, args.interval), measure_push(args.cycles, args.interval, one_down=True)]
     port = free_port()
     results.append(measure_scrapes(
         "vmhealth agent (pull)", [sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"],
@@ -164,9 +170,9 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'program':28} {'RSS MiB':>8} {'CPU ms/cycle':>13} {'cycles':>7}")
+    print(f"{'program':42} {'RSS MiB':>8} {'CPU ms/cycle':>13} {'cycles':>7}")
     for row in results:
-        print(f"{row['program']:28} {row['rss_bytes'] / 2**20:8.1f} {row['cpu_ms_per_cycle']:13.2f} {row['cycles']:7d}")
+        print(f"{row['program']:42} {row['rss_bytes'] / 2**20:8.1f} {row['cpu_ms_per_cycle']:13.2f} {row['cycles']:7d}")
     if not node_exporter:
         print("(node_exporter not installed: apt-get install prometheus-node-exporter to compare)")
     return 0

@@ -94,15 +94,18 @@ def exporter_child(workdir: Path, port: int, cluster: dict[str, Any], api_key: s
     return child
 
 
-def prometheus_child(workdir: Path, port: int, target: str, interval: float, job: str = "vmhealth-exporter") -> Child:
-    """Debian's Prometheus scraping `target` (host:port) every `interval` seconds; ready when it returns."""
+def prometheus_child(workdir: Path, port: int, target: str | list[str], interval: float,
+                     job: str = "vmhealth-exporter") -> Child:
+    """Debian's Prometheus scraping `target` (host:port, or a list: replicas of one job) every `interval`
+    seconds; ready when it returns."""
     from vmhealth.binaries import require_binary
 
     def duration(seconds: float) -> str:  # Prometheus' durations take whole numbers of a unit
         return f"{seconds:g}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
 
     config = {"global": {"scrape_interval": duration(interval), "scrape_timeout": duration(min(interval, 10))},
-              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}]}
+              "scrape_configs": [{"job_name": job, "static_configs": [
+                  {"targets": [target] if isinstance(target, str) else target}]}]}
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     child = Child("prometheus", [

@@ -200,7 +200,8 @@ def _ingest(data: dict[str, Any], profiles: Path) -> list[str]:
 def _agent(data: dict[str, Any], _: Path) -> list[str]:
     out = ["## 3. Agent footprint: vmhealth agent vs node_exporter", "",
            "`bench/agent_footprint.py`. Each program alone; resident memory at the end, CPU (user + system) per "
-           "collection cycle over the measured cycles after a warm-up: the agent pushing to a receiver (push), "
+           "collection cycle over the measured cycles after a warm-up: the agent pushing to a receiver (push; and "
+           "to two exporters in `agent.exporter_urls`, one of them down), "
            "the agent and Debian's `prometheus-node-exporter` (default collectors) scraped (pull).", "",
            "| program | RSS MiB | CPU ms per cycle | cycles |", "| --- | ---: | ---: | ---: |"]
     for row in data["programs"]:

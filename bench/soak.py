@@ -2,6 +2,7 @@
 
     python bench/soak.py                      # 10,000 guests on 25 nodes, 30 s agents, 10 minutes
     python bench/soak.py --minutes 2 --guests 2000
+    python bench/soak.py --minutes 3 --replicas 2   # an exporter pair: every agent sends to both
 
 The simulator runs as its own `vmhealth sim` process (its agents must not share the GIL with anything
 measured); the exporter runs as a user runs it, `vmhealth exporter`; Debian's Prometheus scrapes it
@@ -19,6 +20,10 @@ It passes (exit 0) when, after the exporter became ready:
   Prometheus' own `scrape_duration_seconds` is reported per minute too, but not judged by ratio: it
   includes Prometheus parsing and storing every sample of the page, which follows the machine's load
   (also sampled per minute) more than the exporter.
+
+With `--replicas 2` two independent exporters (a database each) receive every heartbeat and Prometheus
+scrapes both as one job; memory and CPU are then reported per replica, and the memory figures and
+verdict take the larger replica.
 
 The JSON and a markdown table per minute are written to `--out` (default bench/results/soak).
 """
@@ -43,7 +48,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import Child, prometheus_child, tree_rss
+from common import Child, cpu_seconds, prometheus_child, tree_rss
 
 from vmhealth.binaries import require_binary
 from vmhealth.processes import free_port, wait_for
@@ -67,6 +72,7 @@ class Settings:
     bucket_seconds: float = 60.0
     sample_seconds: float = 5.0
     out: str = "bench/results/soak"
+    replicas: int = 1
 
 
 # --- the processes --------------------------------------------------------------------------------
@@ -79,6 +85,7 @@ def _ok(url: str) -> bool:
 
 
 def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
+    workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "clusters": [sim.cluster_config(role="audit")],
         "exporter": {"listen": f"127.0.0.1:{port}", "api_key": AGENT_KEY,
@@ -91,8 +98,8 @@ def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
     return child
 
 
-def start_prometheus(exporter_port: int, port: int, settings: Settings, workdir: Path) -> Child:
-    return prometheus_child(workdir, port, f"127.0.0.1:{exporter_port}", settings.scrape_interval, JOB)
+def start_prometheus(exporter_ports: list[int], port: int, settings: Settings, workdir: Path) -> Child:
+    return prometheus_child(workdir, port, [f"127.0.0.1:{p}" for p in exporter_ports], settings.scrape_interval, JOB)
 
 
 # --- what is sampled ---------------------------------------------------------------------------------
@@ -104,11 +111,12 @@ def agent_counts(sim: RunningSimulator) -> dict[str, Any]:
 
 
 class Sampler(threading.Thread):
-    """Every `interval`: exporter RSS, one timed GET /metrics, the agents' counters."""
+    """Every `interval`: each exporter replica's RSS (`rss` the largest), one timed GET /metrics of the
+    first, the agents' counters."""
 
-    def __init__(self, pid: int, metrics_url: str, sim: RunningSimulator, interval: float):
+    def __init__(self, pids: list[int], metrics_url: str, sim: RunningSimulator, interval: float):
         super().__init__(name="soak-sampler", daemon=True)
-        self.pid, self.metrics_url, self.sim, self.interval = pid, metrics_url, sim, interval
+        self.pids, self.metrics_url, self.sim, self.interval = pids, metrics_url, sim, interval
         self.samples: list[dict[str, Any]] = []
         self.stop_event = threading.Event()
         self.session = requests.Session()
@@ -116,7 +124,8 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             started = time.time()
-            sample: dict[str, Any] = {"t": started, "rss": tree_rss(self.pid), "load1": os.getloadavg()[0]}
+            rss = [tree_rss(pid) for pid in self.pids]
+            sample: dict[str, Any] = {"t": started, "rss": max(rss), "rss_replicas": rss, "load1": os.getloadavg()[0]}
             clock = time.perf_counter()
             try:
                 response = self.session.get(self.metrics_url, timeout=30)
@@ -252,7 +261,7 @@ def summarize(settings: Settings, start: float, end: float, samples: list[dict[s
     summary = {
         "duration_s": round(end - start, 1),
         "reports_ok": change.get("200", 0), "reports_per_s": round(change.get("200", 0) / max(end - start, 1e-9), 1),
-        "expected_reports_per_s": round(settings.guests / settings.agent_interval, 1),
+        "expected_reports_per_s": round(settings.guests * settings.replicas / settings.agent_interval, 1),
         "agent_failures": sum(v for k, v in change.items() if k != "200"), "agent_results": change,
         "agent_results_before_ready_excluded": excluded,
         "agents": {k: agents_after.get(k) for k in ("last_error", "behind_seconds", "in_flight", "reporting")},
@@ -284,6 +293,25 @@ def summarize(settings: Settings, start: float, end: float, samples: list[dict[s
     return summary
 
 
+def replica_figures(urls: list[str], samples: list[dict[str, Any]], start: float, end: float, settings: Settings,
+                    cpu: list[float], reports: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Per exporter replica: RSS after the warm-up (median, max), CPU used over the run as a share of one
+    core, and what it did with the reports it received while measured (accepted, refused by reason)."""
+    measured = [s for s in samples if s["t"] >= start + settings.warmup_minutes * 60] or samples
+    figures = []
+    for index, url in enumerate(urls):
+        rss = [s["rss_replicas"][index] for s in measured if s.get("rss_replicas")]
+        figures.append({
+            "url": url,
+            "rss_median_mib": round(statistics.median(rss) / 2**20, 1) if rss else None,
+            "rss_max_mib": round(max(rss) / 2**20, 1) if rss else None,
+            "cpu_core_share": round(cpu[index] / max(end - start, 1e-9), 3),
+            "reports": reports[index],
+            "refused": sum(v for k, v in reports[index].items() if k != "accepted"),
+        })
+    return figures
+
+
 def machine() -> dict[str, Any]:
     return {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "load_avg": [round(x, 2) for x in
@@ -312,7 +340,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['latency']['last_p50_s']} s in the last",
         f"- scrape duration (Prometheus): p50 {m['latency']['p50_s']} s, p99 {m['latency']['p99_s']} s, max "
         f"{m['latency']['max_s']} s; page {m.get('page', {}).get('bytes_median')} bytes, "
-        f"{m.get('page', {}).get('samples_per_scrape')} samples per scrape", "",
+        f"{m.get('page', {}).get('samples_per_scrape')} samples per scrape",
+        *[f"- replica {r['url']}: RSS median {r['rss_median_mib']} MiB after the warm-up (max {r['rss_max_mib']}), "
+          f"CPU {r['cpu_core_share']:.1%} of one core, reports {r['reports']}, {r['refused']:.0f} refused"
+          for r in m.get("replicas", [])], "",
         "| from s | reports/s | agent failures | RSS MiB | scrape p50 s | scrape p99 s | GET p50 s | GET p99 s "
         "| agents behind s | load1 |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -334,40 +365,52 @@ def run(settings: Settings) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     before_machine = machine()
-    exporter_port, prom_port = free_port(), free_port()
-    exporter_url, prom_url = f"http://127.0.0.1:{exporter_port}", f"http://127.0.0.1:{prom_port}"
+    exporter_ports, prom_port = [free_port() for _ in range(settings.replicas)], free_port()
+    exporter_urls, prom_url = [f"http://127.0.0.1:{p}" for p in exporter_ports], f"http://127.0.0.1:{prom_port}"
     with ExitStack() as stack:
         sim = stack.enter_context(running_simulator(
-            nodes=settings.nodes, guests=settings.guests, agents_to=exporter_url,
+            nodes=settings.nodes, guests=settings.guests, agents_to=",".join(exporter_urls),
             agent_interval=settings.agent_interval, agent_key=AGENT_KEY, subprocess=True, start_timeout=120))
-        exporter = start_exporter(sim, exporter_port, workdir)
-        stack.callback(exporter.stop)
-        prometheus = start_prometheus(exporter_port, prom_port, settings, workdir)
+        exporters = []
+        for index, port in enumerate(exporter_ports):
+            exporters.append(start_exporter(sim, port, workdir if index == 0 else workdir / f"exporter-{index + 1}"))
+            stack.callback(exporters[-1].stop)
+        prometheus = start_prometheus(exporter_ports, prom_port, settings, workdir)
         stack.callback(prometheus.stop)
         agents_before = agent_counts(sim)
+        reports_before = [exporter_report_counts(url) for url in exporter_urls]
         start = time.time()
-        sampler = Sampler(exporter.process.pid, f"{exporter_url}/metrics", sim, settings.sample_seconds)
+        cpu_before = [cpu_seconds(e.process.pid) for e in exporters]
+        sampler = Sampler([e.process.pid for e in exporters], f"{exporter_urls[0]}/metrics", sim,
+                          settings.sample_seconds)
         sampler.start()
         stack.callback(sampler.stop_event.set)
         deadline = start + settings.minutes * 60
         while time.time() < deadline:
-            exporter.alive()
+            for exporter in exporters:
+                exporter.alive()
             prometheus.alive()
             time.sleep(min(1.0, max(0.0, deadline - time.time())))
         sampler.stop_event.set()
         sampler.join(timeout=60)
         end = time.time()
+        cpu_after = [cpu_seconds(e.process.pid) for e in exporters]
         agents_after = agent_counts(sim)
         scrapes = prometheus_samples(prom_url, "scrape_duration_seconds", end - start + settings.scrape_interval, end)
         ups = prometheus_samples(prom_url, "up", end - start + settings.scrape_interval, end)
         sizes = prometheus_samples(prom_url, "scrape_samples_scraped", settings.scrape_interval * 2, end)
-        reports = exporter_report_counts(exporter_url)
+        by_replica = [exporter_report_counts(url) for url in exporter_urls]
+    reports = {key: sum(counts.get(key, 0) for counts in by_replica) for key in {k for c in by_replica for k in c}}
     excluded = agents_before.get("results", {})
     summary = summarize(settings, start, end, sampler.samples, scrapes, ups, agents_before, agents_after, reports,
                         excluded)
     page_bytes = [s["get_bytes"] for s in sampler.samples if "get_bytes" in s]
     summary["page"] = {"bytes_median": int(statistics.median(page_bytes)) if page_bytes else None,
                        "samples_per_scrape": int(sizes[-1][1]) if sizes else None}
+    summary["replicas"] = replica_figures(exporter_urls, sampler.samples, start, end, settings,
+                                          [b - a for a, b in zip(cpu_before, cpu_after, strict=True)],
+                                          [delta(after, before) for before, after in zip(reports_before, by_replica,
+                                                                                         strict=True)])
     result = {"started": started, "settings": asdict(settings), "machine": before_machine, "machine_end": machine(),
               "summary": summary}
     (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -388,19 +431,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket-seconds", type=float, default=defaults.bucket_seconds, help="rows of the table")
     parser.add_argument("--sample-seconds", type=float, default=defaults.sample_seconds)
     parser.add_argument("--out", default=defaults.out, help="folder for soak.json, soak.md and the logs")
+    parser.add_argument("--replicas", type=int, default=defaults.replicas,
+                        help="independent exporters; every agent sends each heartbeat to all of them")
     args = parser.parse_args(argv)
     for name in ("minutes", "agent_interval", "scrape_interval", "bucket_seconds", "sample_seconds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.guests < 1 or args.nodes < 1 or args.warmup < 0:
-        parser.error("--guests and --nodes must be at least 1, --warmup not negative")
+    if args.guests < 1 or args.nodes < 1 or args.replicas < 1 or args.warmup < 0:
+        parser.error("--guests, --nodes and --replicas must be at least 1, --warmup not negative")
     try:
         require_binary("prometheus")  # before anything is started
     except FileNotFoundError as exc:
         parser.error(str(exc))
     settings = Settings(minutes=args.minutes, guests=args.guests, nodes=args.nodes, agent_interval=args.agent_interval,
                         scrape_interval=args.scrape_interval, warmup_minutes=args.warmup,
-                        bucket_seconds=args.bucket_seconds, sample_seconds=args.sample_seconds, out=args.out)
+                        bucket_seconds=args.bucket_seconds, sample_seconds=args.sample_seconds, out=args.out,
+                        replicas=args.replicas)
     result = run(settings)
     sys.stdout.write(markdown(result))
     print(f"written: {Path(settings.out) / 'soak.json'}, {Path(settings.out) / 'soak.md'}")

@@ -103,7 +103,7 @@ class Exporter:
         for name, poller in self.pollers.items():
             scheduler.add_job(
                 poller.poll, "interval", seconds=self.config.exporter.poll_interval, id=f"poll-{name}",
-                next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, misfire_grace_time=None,
+                max_instances=1, coalesce=True, misfire_grace_time=None, **poll_timing(self.config.exporter),
             )
         # /metrics formats changed guests every second, not all at once when Prometheus asks.
         scheduler.add_job(self.page.absorb, "interval", args=[self.store], seconds=1,
@@ -121,6 +121,14 @@ class Exporter:
             self.scheduler = None
         self.write_behind.stop()
         self.db.close()
+
+
+def poll_timing(exporter_cfg: SimpleNamespace) -> dict[str, datetime]:
+    """When the polls run: from now on, or with `poll_offset` on the clock (unix time ≡ offset modulo the
+    interval), so two replicas keep their stagger across restarts instead of drifting into step."""
+    if exporter_cfg.poll_offset is None:
+        return {"next_run_time": datetime.now(UTC)}
+    return {"start_date": datetime.fromtimestamp(exporter_cfg.poll_offset, UTC)}
 
 
 def _error(status: int, message: str, fields: dict[str, str] | None = None) -> tuple[Response, int]:

@@ -1,6 +1,8 @@
 """Simulated in-guest agents: every running, responsive guest sends the original heartbeat payload to
 the exporter every interval (with jitter). One scheduler thread and a small pool of senders, each
-with one keep-alive connection, serve 10,000 guests; no thread per guest.
+with one keep-alive connection per exporter, serve 10,000 guests; no thread per guest. Given several
+exporter URLs (comma-separated: an exporter pair), every heartbeat goes to each, as `agent.exporter_urls`
+makes the real agent do.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def heartbeat(guest: Guest, cluster_name: str, now: float) -> dict[str, Any]:
 
 
 class Agents:
-    """Sends heartbeats for the cluster's guests to `url` until `stop()`."""
+    """Sends heartbeats for the cluster's guests to `url` (one URL or several, comma-separated) until `stop()`."""
 
     def __init__(self, cluster: Cluster, url: str, interval: float, api_key: str = "", key_mode: str = "shared",
                  jitter: float = 0.1, workers: int = 16, timeout: float = 5.0, verify: bool | str = True,
@@ -46,8 +48,8 @@ class Agents:
         if key_mode not in ("shared", "per-vm"):
             raise ValueError(f"agent key mode must be shared or per-vm, not {key_mode!r}")
         self.cluster = cluster
-        self.url = url.rstrip("/") + "/api/health/report"
-        self._path = urlsplit(self.url).path
+        self.urls = [part.strip().rstrip("/") + "/api/health/report" for part in url.split(",") if part.strip()]
+        self.url = ",".join(self.urls)
         self.interval = interval
         self.api_key = api_key
         self.key_mode = key_mode
@@ -119,11 +121,12 @@ class Agents:
             if payload is None:
                 heapq.heappush(due, (now + recheck, vmid))  # a silent guest: look again soon (it may reboot)
                 continue
-            self._send(vmid, payload, late=now - when)
+            for url in self.urls:
+                self._send(url, vmid, payload, late=now - when)
             spread = 1 + rng.uniform(-self.jitter, self.jitter)
             heapq.heappush(due, (max(when + self.interval * spread, now + 0.01), vmid))
 
-    def _send(self, vmid: int, payload: dict[str, Any], late: float) -> None:
+    def _send(self, url: str, vmid: int, payload: dict[str, Any], late: float) -> None:
         """Hand the heartbeat to a sender; when the exporter is slower than the guests, wait (heartbeats
         arrive late, in turn) instead of queueing without bound."""
         while not self._slots.acquire(timeout=0.5):
@@ -134,17 +137,19 @@ class Agents:
             self.behind = max(0.0, late)
         assert self._pool is not None
         try:
-            self._pool.submit(self._post, vmid, payload)
+            self._pool.submit(self._post, url, vmid, payload)
         except RuntimeError:  # shutting down
             self._slots.release()
             with self._lock:
                 self._in_flight -= 1
 
-    def _connection(self) -> http.client.HTTPConnection:
-        """This sender thread's keep-alive connection to the exporter (plain http.client: cheap per request)."""
-        connection = getattr(self._local, "connection", None)
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """This sender thread's keep-alive connection to one exporter (plain http.client: cheap per request)."""
+        connections: dict[str, http.client.HTTPConnection] = getattr(self._local, "connections", {})
+        self._local.connections = connections
+        connection = connections.get(url)
         if connection is None:
-            parts = urlsplit(self.url)
+            parts = urlsplit(url)
             if parts.scheme == "https":
                 context = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
                 if self.verify is False:
@@ -155,28 +160,29 @@ class Agents:
                 connection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=context)
             else:
                 connection = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
-            self._local.connection = connection
+            connections[url] = connection
         return connection
 
-    def _post(self, vmid: int, payload: dict[str, Any]) -> None:
+    def _post(self, url: str, vmid: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "X-API-Key": self.key_for(vmid)}
         error = None
         try:
-            connection = self._connection()
+            connection = self._connection(url)
+            path = urlsplit(url).path
             try:
-                connection.request("POST", self._path, body, headers)
+                connection.request("POST", path, body, headers)
                 response = connection.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 connection.close()  # the server closed an idle keep-alive connection: once more on a new one
-                connection.request("POST", self._path, body, headers)
+                connection.request("POST", path, body, headers)
                 response = connection.getresponse()
             text = response.read()
             result = str(response.status)
             if response.status != 200:
                 error = f"{response.status} {text[:200].decode('utf-8', 'replace')}"
         except Exception as exc:  # refused, timeout: the agent just tries again next interval
-            self._local.connection = None
+            getattr(self._local, "connections", {}).pop(url, None)
             result, error = "error", f"{type(exc).__name__}: {exc}"
         self._slots.release()
         with self._lock:

@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--ready-file", metavar="FILE", help="write URL, CA file and tokens here as JSON once serving")
 
     agents = parser.add_argument_group("simulated agents")
-    agents.add_argument("--agents-to", metavar="URL", help="exporter base URL to send heartbeats to")
+    agents.add_argument("--agents-to", metavar="URL", help="exporter base URL to send heartbeats to (several, "
+                        "comma-separated: each gets every heartbeat)")
     agents.add_argument("--agent-interval", type=_duration, default=30.0, metavar="DURATION",
                         help="heartbeat interval (default 30s)")
     agents.add_argument("--agent-key", default="", help="the exporter's api_key")

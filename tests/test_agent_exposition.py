@@ -53,7 +53,7 @@ def odd_sample() -> Sample:
 
 def test_promtool_accepts_the_page(promtool: str, tmp_path) -> None:
     page = render(odd_sample(), Identity(vmid=100, uuid="7b5a2f0e-1c4e-4b8a-9d2f-3e6c1a0b9d44", cluster="lab"),
-                  Pusher("http://127.0.0.1:1", "k", 1))
+                  [Pusher("http://127.0.0.1:1", "k", 1)])
     done = subprocess.run([promtool, "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "" and done.stderr.strip() == "", done.stdout + done.stderr
@@ -87,9 +87,21 @@ def test_push_series_in_mode_both() -> None:
     pusher = Pusher("http://127.0.0.1:1", "k", 1)
     pusher.failures_total = 3
     pusher.last_success = 1_800_000_000.5
-    page = render(odd_sample(), Identity(), pusher)
+    page = render(odd_sample(), Identity(), [pusher])
     assert value(page, "vmhealth_agent_push_failures_total") == 3
     assert value(page, "vmhealth_agent_last_push_timestamp_seconds") == 1_800_000_000.5
+
+
+def test_push_series_with_two_exporters_one_down() -> None:
+    """The newest report either exporter accepted, every failure, and which exporter takes reports."""
+    up, down = Pusher("http://a:9747/", "k", 1), Pusher("http://b:9747", "k", 1)
+    up.state, up.last_success, up.failures_total = "ok", 1_800_000_100.0, 1
+    down.state, down.last_success, down.failures_total = "unreachable", 1_800_000_000.0, 7
+    page = render(odd_sample(), Identity(), [down, up])
+    assert value(page, "vmhealth_agent_last_push_timestamp_seconds") == 1_800_000_100.0
+    assert value(page, "vmhealth_agent_push_failures_total") == 8
+    assert value(page, "vmhealth_agent_push_up", exporter="http://a:9747") == 1
+    assert value(page, "vmhealth_agent_push_up", exporter="http://b:9747") == 0
 
 
 def test_escape() -> None:

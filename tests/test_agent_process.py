@@ -214,6 +214,42 @@ def test_shell_agent_payload_is_accepted(tmp_path: Path, exporter: Exporter, sim
     assert "refused" not in log.read_text()
 
 
+def test_shell_agent_reports_to_every_exporter_while_one_is_down(tmp_path: Path, exporter: Exporter,
+                                                                  simulator: dict[str, Any]) -> None:
+    """VMHEALTH_AGENT_EXPORTER_URLS: the exporter that is up gets the reports, the one that is down is
+    logged once, and a stop ends every loop."""
+    vmid = sorted(simulator["smbios"])[3]
+    dead = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path / "sh-pair.log"
+    env = clean_env(VMHEALTH_AGENT_EXPORTER_URLS=f"{dead},{exporter.url}", VMHEALTH_AGENT_CLUSTER="lab",
+                    VMHEALTH_AGENT_API_KEY=derive_vm_key(API_KEY, "lab", vmid), VMHEALTH_AGENT_VMID=str(vmid),
+                    VMHEALTH_AGENT_INTERVAL="1")
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")],
+                                stdout=handle, stderr=subprocess.STDOUT, env=env)
+    try:
+        first = wait_for(f"a heartbeat of vmid {vmid}", lambda: exporter.heartbeat(vmid),
+                         logs=lambda: log.read_text() + exporter.log.read_text())
+        wait_for("a later heartbeat", lambda: (exporter.heartbeat(vmid) or 0) > first + 1.5, logs=log.read_text)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert text.count(f"exporter {dead}/api/health/report unreachable") == 1, text
+    assert f"reporting to {exporter.url}/api/health/report" in text
+
+
+@pytest.mark.parametrize(("urls", "problem"), [
+    ({"VMHEALTH_AGENT_EXPORTER_URL": "http://a:1", "VMHEALTH_AGENT_EXPORTER_URLS": "http://b:1"}, "set both"),
+    ({"VMHEALTH_AGENT_EXPORTER_URLS": "http://a:1, http://a:1/"}, "listed twice"),
+    ({"VMHEALTH_AGENT_EXPORTER_URLS": "http://a:1 ftp://b"}, "'ftp://b' is not http:// or https://"),
+])
+def test_shell_agent_refuses_a_bad_exporter_list(tmp_path: Path, urls: dict[str, str], problem: str) -> None:
+    done = subprocess.run(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], capture_output=True,
+                          text=True, timeout=30, env=clean_env(VMHEALTH_AGENT_API_KEY="k" * 16, **urls))
+    assert done.returncode == 2 and problem in done.stderr, done.stderr
+
+
 def test_shell_agent_once_matches_the_python_agents_fields(tmp_path: Path) -> None:
     env = clean_env(VMHEALTH_AGENT_VMID="100")
     shell_agent = ["sh", str(AGENT_SH), "--once", "--defaults", str(tmp_path / "absent")]

@@ -10,6 +10,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +29,7 @@ class FakeExporter(ThreadingHTTPServer):
     def __init__(self, port: int = 0, api_key: str = "good-key") -> None:
         self.api_key = api_key
         self.reports: list[dict[str, Any]] = []
+        self.received: list[float] = []  # when each of `reports` arrived
         self.headers_seen: list[dict[str, str]] = []
         self.status: int | None = None  # None: answer as the real exporter would for the key
         self.reply: dict[str, Any] = {}
@@ -60,6 +62,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
             else:
                 report = json.loads(body)
                 self.server.reports.append(report)
+                self.server.received.append(time.time())
                 status, reply = 200, {"success": True, "message": f"Health report received for {report['hostname']}"}
         data = json.dumps(reply).encode()
         self.send_response(status)

@@ -69,7 +69,8 @@ def test_ingest_rate_compares_with_pushgateway(smoke: dict[str, Any]) -> None:
 
 def test_agent_footprint_has_both_modes_and_node_exporter(smoke: dict[str, Any]) -> None:
     programs = {row["program"]: row for row in smoke["results"]["agent_footprint"]["programs"]}
-    assert set(programs) == {"vmhealth agent (push)", "vmhealth agent (pull)", "node_exporter (defaults)"}
+    assert set(programs) == {"vmhealth agent (push)", "vmhealth agent (push, 2 exporters, 1 down)",
+                             "vmhealth agent (pull)", "node_exporter (defaults)"}
     for row in programs.values():
         assert positive(row["rss_bytes"]) and row["cycles"] == 5 and row["cpu_ms_per_cycle"] >= 0
 

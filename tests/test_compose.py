@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_FILES = {"example": ROOT / ".env.example", "demo": ROOT / "deploy/compose/demo.env"}
 SCHEMA = json.loads((ROOT / "tests/data/compose-spec.json").read_text())
-VMHEALTH_SERVICES = {"exporter": "exporter", "webhook": "webhook"}  # service -> check-config component
+VMHEALTH_SERVICES = {"exporter": "exporter", "exporter-b": "exporter", "webhook": "webhook"}  # -> component
 SECRETS_DIR = "/run/secrets/"
 _INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
 
@@ -189,7 +189,7 @@ def test_every_vmhealth_command_parses_with_the_real_cli(env_name: str) -> None:
     from vmhealth.cli import COMMANDS, build_parser
 
     found = _vmhealth_services(env_name)
-    assert set(found) == {"exporter", "webhook", "sim"}
+    assert set(found) == {"exporter", "exporter-b", "webhook", "sim"}
     for name, service in found.items():
         command = service["command"]
         assert command[0] in COMMANDS, f"{name}: vmhealth has no command {command[0]}"
@@ -202,11 +202,25 @@ def test_every_vmhealth_command_parses_with_the_real_cli(env_name: str) -> None:
         compile(check[3], f"{name} healthcheck", "exec")
 
 
+def test_the_exporter_pair_differs_only_in_database_poll_offset_and_port() -> None:
+    """Two independent replicas: the same cluster and key, a database each, polls half an interval apart,
+    and the demo's simulated agents report to both."""
+    found = services("demo")
+    first, second = found["exporter"]["environment"], found["exporter-b"]["environment"]
+    assert set(first) == set(second)
+    assert {k for k in first if first[k] != second[k]} == {"VMHEALTH_EXPORTER_DATABASE_URL",
+                                                          "VMHEALTH_EXPORTER_POLL_OFFSET"}
+    assert second["VMHEALTH_EXPORTER_DATABASE_URL"].endswith("/vmhealth_exporter_b")
+    assert "vmhealth_exporter_b" in (ROOT / "deploy/compose/postgres-init.sql").read_text()
+    assert found["exporter"]["ports"] != found["exporter-b"]["ports"]
+    assert "--agents-to=http://exporter:9747,http://exporter-b:9747" in found["sim"]["command"]
+
+
 def test_healthchecks_ask_the_port_each_program_listens_on() -> None:
     config = yaml.safe_load((ROOT / "deploy/compose/vmhealth.yml").read_text())
     found = _vmhealth_services()
-    for name in VMHEALTH_SERVICES:
-        port = config[name]["listen"].rpartition(":")[2]
+    for name, component in VMHEALTH_SERVICES.items():
+        port = config[component]["listen"].rpartition(":")[2]
         assert f"127.0.0.1:{port}/healthz" in found[name]["healthcheck"]["test"][3]
         assert any(p.endswith(f":{port}") for p in found[name]["ports"]), f"{name} publishes {port}"
     assert "8006" in found["sim"]["healthcheck"]["test"][3]
@@ -258,6 +272,10 @@ def test_compose_variants_say_what_the_repository_files_say(name: str) -> None:
     variant = yaml.safe_load((ROOT / "deploy/compose" / Path(name).name).read_text())
     for job in variant.get("scrape_configs", []):
         job.pop("authorization", None)
+    if name == "prometheus/prometheus.yml":  # compose runs an exporter pair, scraped as one job
+        [exporters] = [job for job in variant["scrape_configs"] if job["job_name"] == "vmhealth-exporter"]
+        assert exporters["static_configs"][0]["targets"] == ["exporter:9747", "exporter-b:9747"]
+        exporters["static_configs"][0]["targets"].remove("exporter-b:9747")
     assert variant == repository
 
 
@@ -268,6 +286,7 @@ def test_prometheus_in_compose_sends_each_read_token_the_stack_sets() -> None:
             yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())["scrape_configs"]}
     mounted = {s["target"]: s["source"] for s in services()["prometheus"]["secrets"]}
     for job, service, variable in (("vmhealth-exporter", "exporter", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
+                                   ("vmhealth-exporter", "exporter-b", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
                                    ("vmhealth-webhook", "webhook", "VMHEALTH_WEBHOOK_METRICS_TOKEN_FILE")):
         # a relative file is read from the configuration file's folder, /etc/prometheus
         secret = mounted["/etc/prometheus/" + jobs[job]["authorization"]["credentials_file"]]

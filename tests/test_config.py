@@ -203,3 +203,38 @@ def test_exporter_urls_must_be_distinct_http_urls_and_the_problem_names_the_item
         assert caught.value.problems == [f"webhook.exporter_urls: {expected}"]
     env = {"VMHEALTH_WEBHOOK_EXPORTER_URLS": "http://a:9747, https://b:9747"}
     assert load(raw={}, environ=env).webhook.exporter_urls == ["http://a:9747", "https://b:9747"]
+
+
+def test_agent_exporter_urls_is_the_list_and_exporter_url_its_one_item_form():
+    assert load(raw={}, environ={}).agent.exporter_urls == ["http://127.0.0.1:9747"]
+    one = load(raw={"agent": {"exporter_url": "https://a:9747"}}, environ={}).agent
+    assert one.exporter_urls == ["https://a:9747"]
+    pair = load(raw={"agent": {"exporter_urls": ["http://a:9747", "http://b:9747"]}}, environ={}).agent
+    assert pair.exporter_urls == ["http://a:9747", "http://b:9747"] and pair.exporter_url == "http://a:9747"
+    env = {"VMHEALTH_AGENT_EXPORTER_URLS": "http://a:9747,http://b:9747"}
+    assert load(raw={}, environ=env).agent.exporter_urls == ["http://a:9747", "http://b:9747"]
+
+
+def test_agent_exporter_url_and_exporter_urls_together_are_refused_naming_both(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    both = {"exporter_url": "http://a:9747", "exporter_urls": ["http://b:9747"]}
+    with pytest.raises(ConfigError) as caught:
+        load(raw={"agent": both}, environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith("agent.exporter_urls: ") and "agent.exporter_url and agent.exporter_urls" in problem
+    with pytest.raises(ConfigError):  # one in the file, the other from the environment
+        load(raw={"agent": {"exporter_urls": ["http://b:9747"]}}, environ={"VMHEALTH_AGENT_EXPORTER_URL": "http://a:1"})
+    path = tmp_path / "vmhealth.yml"
+    path.write_text(yaml.safe_dump({"agent": {"exporter_urls": ["http://a:9747", "http://a:9747/", "ftp://c"]}}))
+    checked = subprocess.run([sys.executable, "-m", "vmhealth", "check-config", str(path)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 2
+    assert "agent.exporter_urls: item 1 'http://a:9747/' is listed twice" in checked.stderr
+    path.write_text(yaml.safe_dump({"agent": {"exporter_urls": ["http://a:9747", "ftp://c"]}}))
+    checked = subprocess.run([sys.executable, "-m", "vmhealth", "check-config", str(path)], capture_output=True,
+                             text=True, timeout=60)
+    assert "agent.exporter_urls: item 1 'ftp://c' is not an http:// or https:// URL" in checked.stderr

@@ -96,6 +96,35 @@ def test_per_vm_keys(receiver: Receiver) -> None:
         assert key == derive_vm_key("k", "lab", int(body["vmid"]))
 
 
+def test_every_heartbeat_goes_to_each_exporter_of_a_pair_and_a_dead_one_stops_none(receiver: Receiver) -> None:
+    second = Receiver()
+    second.thread.start()
+    second.server.shutdown()
+    second.server.server_close()  # the second exporter of the pair is down from the start
+    with running_simulator(nodes=1, guests=3, agents_to=f"{second.url},{receiver.url}", agent_interval=0.3,
+                           agent_key="k", boot_seconds=0.2) as sim:
+        receiver.wait_for(lambda: receiver.vmids() == {100, 101, 102})
+        start = time.time()
+        receiver.wait_for(lambda: receiver.vmids(since=start) == {100, 101, 102})
+
+        def counted() -> bool:  # an agent counts a result once the answer is back, after the receiver saw it
+            results = sim.agents()["results"]
+            return results.get("error", 0) >= 3 and results.get("200", 0) >= 6
+
+        receiver.wait_for(counted)
+    revived = Receiver()
+    revived.thread.start()
+    try:
+        with running_simulator(nodes=1, guests=3, agents_to=f"{revived.url},{receiver.url}", agent_interval=0.3,
+                               agent_key="k", boot_seconds=0.2):
+            both = time.time()
+            revived.wait_for(lambda: revived.vmids() == {100, 101, 102})
+            receiver.wait_for(lambda: receiver.vmids(since=both) == {100, 101, 102})
+    finally:
+        revived.server.shutdown()
+        revived.server.server_close()
+
+
 def test_a_hung_guest_goes_silent_and_reports_again_after_a_reset(receiver: Receiver) -> None:
     with running_simulator(nodes=1, guests=3, agents_to=receiver.url, agent_interval=0.3, boot_seconds=0.5,
                            task_seconds=0.1) as sim:

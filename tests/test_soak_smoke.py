@@ -55,6 +55,26 @@ def test_a_short_soak_runs_and_writes_its_result(tmp_path: Path) -> None:
     assert (tmp_path / "work" / "exporter.log").exists()
 
 
+@pytest.mark.binaries
+def test_a_short_soak_of_an_exporter_pair_reports_each_replica(tmp_path: Path) -> None:
+    """--replicas 2: every heartbeat reaches both exporters, each is measured on its own."""
+    binary("prometheus")
+    command = [sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.3", "--warmup", "0.1",
+               "--guests", "60", "--nodes", "2", "--agent-interval", "2", "--scrape-interval", "1",
+               "--bucket-seconds", "6", "--sample-seconds", "1", "--replicas", "2", "--out", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((tmp_path / "soak.json").read_text())["summary"]
+    assert summary["passed"] and summary["expected_reports_per_s"] == 60.0  # 60 guests, 2 exporters, 2 s
+    first, second = summary["replicas"]
+    for replica in (first, second):
+        assert replica["refused"] == 0 and replica["reports"]["accepted"] > 100
+        assert 20 < replica["rss_median_mib"] < 1000 and 0 < replica["cpu_core_share"] < 2
+    # each replica got every heartbeat: their counts differ by at most the ones in flight
+    assert abs(first["reports"]["accepted"] - second["reports"]["accepted"]) <= 60
+    assert first["url"] != second["url"] and (tmp_path / "work" / "exporter-2" / "exporter.log").exists()
+
+
 def test_the_verdict_fails_on_errors_loss_growth_and_slower_scrapes() -> None:
     soak = soak_module()
     settings = soak.Settings(minutes=3, guests=10, warmup_minutes=1, bucket_seconds=60, scrape_interval=15)

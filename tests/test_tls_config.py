@@ -81,7 +81,7 @@ def test_tls_keys_where_they_cannot_be_used_are_refused(pki: Pki) -> None:
         f"agent.{key}: the agent serves nothing with mode: push; set mode: pull or both, or use client_cert_file "
         "for a client certificate" for key in ("tls_cert_file", "tls_key_file")]
     assert problems({"agent": {"exporter_url": "http://x:9747", "ca_bundle": str(pki.ca)}}) == [
-        "agent.ca_bundle: agent.exporter_url http://x:9747 is not https://"]
+        "agent.ca_bundle: no exporter of agent.exporter_urls is https:// (http://x:9747)"]
     assert problems({"exporter": {"tls_client_ca_file": str(pki.ca)}}) == [
         "exporter.tls_cert_file: missing (tls_client_ca_file is set)"]
     assert problems({"webhook": {"tls_cert_file": str(pki.server.cert)}}) == [

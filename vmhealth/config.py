@@ -165,6 +165,9 @@ SCHEMA = Section(
             {
                 "listen": Key("listen", "127.0.0.1:9747"),
                 "poll_interval": Key("duration", "15s", doc="how often each cluster is read"),
+                "poll_offset": Key(
+                    "duration", None, doc="poll on the clock, this far into each poll_interval (stagger a pair: "
+                    "0s on one replica, half the interval on the other); the first poll waits for its slot"),
                 "api_key": Key("str", None, secret=True, doc="agents' shared key; per-VM keys derive from it"),
                 "read_token": Key(
                     "str", None, secret=True,
@@ -234,7 +237,9 @@ SCHEMA = Section(
         ),
         "agent": Section(
             {
-                "exporter_url": Key("url", "http://127.0.0.1:9747"),
+                "exporter_url": Key("url", "http://127.0.0.1:9747", doc="the one exporter (or use exporter_urls)"),
+                "exporter_urls": Key(
+                    "urllist", [], doc="every exporter replica; each report goes to all of them"),
                 "api_key": Key("str", None, secret=True),
                 "vmid": Key("int", None, minimum=1, maximum=999999999),
                 "uuid": Key("str", None, doc="SMBIOS UUID to send instead of reading the firmware's (non-root)"),
@@ -594,12 +599,14 @@ def load(
     loader = _Loader()
     _apply_env(raw, environ, loader)
     config = _build(SCHEMA, raw, "", loader)
+    _resolve_agent_urls(raw, config, loader)
     _check_clusters(config, loader)
     _check_thresholds(config, loader)
     _check_secrets(config, loader)
     _check_retention(config, loader)
     _check_policy(config, loader)
     _check_tls(config, loader)
+    _check_poll_offset(config, loader)
     for component in components:
         _check_required(config, component, loader)
     if loader.problems:
@@ -637,6 +644,21 @@ def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
     if isinstance(read, str) and read == config.exporter.api_key:
         loader.problem("exporter.read_token", "is the same as exporter.api_key: a guest holding the shared key "
                        "could then read the whole fleet; give each its own secret")
+
+
+def _resolve_agent_urls(raw: dict[str, Any], config: SimpleNamespace, loader: _Loader) -> None:
+    """`agent.exporter_urls` is the list every report goes to; `exporter_url` is its one-item form.
+    Both given (in the file or the environment) is a mistake: which one was meant cannot be told."""
+    agent_raw = raw.get("agent")
+    given = agent_raw if isinstance(agent_raw, Mapping) else {}
+    agent = config.agent
+    if given.get("exporter_url") is not None and given.get("exporter_urls") is not None:
+        loader.problem("agent.exporter_urls", "set both agent.exporter_url and agent.exporter_urls; keep one "
+                       "(exporter_urls lists every exporter, exporter_url is its one-item form)")
+    if not agent.exporter_urls and isinstance(agent.exporter_url, str):
+        agent.exporter_urls = [agent.exporter_url]
+    elif agent.exporter_urls:
+        agent.exporter_url = agent.exporter_urls[0]
 
 
 def _check_retention(config: SimpleNamespace, loader: _Loader) -> None:
@@ -693,6 +715,12 @@ def _check_thresholds(config: SimpleNamespace, loader: _Loader) -> None:
         loader.problem("thresholds.io_window", "must be longer than 0s")
 
 
+def _check_poll_offset(config: SimpleNamespace, loader: _Loader) -> None:
+    offset, interval = config.exporter.poll_offset, config.exporter.poll_interval
+    if offset is not None and interval is not None and not 0 <= offset < interval:
+        loader.problem("exporter.poll_offset", f"must be from 0s to below exporter.poll_interval ({interval:g}s)")
+
+
 def _check_policy(config: SimpleNamespace, loader: _Loader) -> None:
     expiry = config.webhook.policy.incident_expiry
     if expiry is not None and expiry <= 0:
@@ -707,10 +735,11 @@ def _check_tls(config: SimpleNamespace, loader: _Loader) -> None:
             if getattr(agent, key):
                 loader.problem(f"agent.{key}", "the agent serves nothing with mode: push; set mode: pull or both, "
                                "or use client_cert_file for a client certificate")
-    if agent.mode != "pull" and not str(agent.exporter_url).lower().startswith("https:"):
+    urls = [str(url) for url in (agent.exporter_urls or [agent.exporter_url])]
+    if agent.mode != "pull" and not any(url.lower().startswith("https:") for url in urls):
         for key in ("ca_bundle", "client_cert_file", "client_key_file"):
             if getattr(agent, key):
-                loader.problem(f"agent.{key}", f"agent.exporter_url {agent.exporter_url} is not https://")
+                loader.problem(f"agent.{key}", f"no exporter of agent.exporter_urls is https:// ({', '.join(urls)})")
     checks = [(s, "tls_cert_file", "tls_key_file", "tls_client_ca_file") for s in ("exporter", "webhook", "agent")]
     checks += [(s, "client_cert_file", "client_key_file", "ca_bundle") for s in ("webhook", "agent")]
     for section, cert_key, key_key, ca_key in checks:

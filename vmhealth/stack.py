@@ -86,6 +86,7 @@ class StackSettings:
     policy: dict[str, Any] = field(default_factory=dict)
     database_url: str | None = None
     webhook_replicas: int = 1
+    exporter_replicas: int = 1  # independent exporters (own database each); agents send to all
     alertmanager_peers: int = 1
     sim_task_seconds: float = 0.5
     sim_boot_seconds: float = 2.0
@@ -211,6 +212,7 @@ class Stack:
         self.processes: dict[str, ManagedProcess] = {}
         self.urls: dict[str, str] = {}
         self.webhook_urls: list[str] = []
+        self.exporter_urls: list[str] = []
         self.alertmanager_urls: list[str] = []
         self.config_path = workdir / "vmhealth.yml"
         # requests' options for the exporter and the webhook (a client certificate over TLS)
@@ -291,10 +293,11 @@ def running_stack(settings: StackSettings | None = None, workdir: Path | str | N
             workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="vmhealth-stack-"))
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        exporter_port = free_port()
+        exporter_ports = [free_port() for _ in range(settings.exporter_replicas)]
         tls = settings.tls
         sim = cleanup.enter_context(running_simulator(
-            nodes=settings.nodes, guests=settings.guests, agents_to=f"{_scheme(settings)}://127.0.0.1:{exporter_port}",
+            nodes=settings.nodes, guests=settings.guests,
+            agents_to=",".join(f"{_scheme(settings)}://127.0.0.1:{port}" for port in exporter_ports),
             agent_tls=(str(tls.ca), str(tls.client_cert), str(tls.client_key)) if tls else None,
             agent_interval=settings.agent_interval, agent_key=AGENT_KEY, cluster_name=settings.cluster_name,
             boot_seconds=settings.sim_boot_seconds, task_seconds=settings.sim_task_seconds,
@@ -302,13 +305,13 @@ def running_stack(settings: StackSettings | None = None, workdir: Path | str | N
         ))
         stack = Stack(settings, workdir, sim)
         cleanup.callback(stack.close)
-        _build(stack, exporter_port)
+        _build(stack, exporter_ports)
         for name in stack.processes:
             stack.start(name)
         yield stack
 
 
-def _build(stack: Stack, exporter_port: int) -> None:
+def _build(stack: Stack, exporter_ports: list[int]) -> None:
     """Write every configuration file into the workdir and define (not start) the processes."""
     s, workdir = stack.settings, stack.workdir
     webhook_ports = [free_port() for _ in range(s.webhook_replicas)]
@@ -318,7 +321,8 @@ def _build(stack: Stack, exporter_port: int) -> None:
     scheme = _scheme(s)
     stack.webhook_urls = [f"{scheme}://127.0.0.1:{port}" for port in webhook_ports]
     stack.alertmanager_urls = [f"http://127.0.0.1:{port}" for port in am_ports]
-    stack.urls = {"exporter": f"{scheme}://127.0.0.1:{exporter_port}", "webhook": stack.webhook_urls[0],
+    stack.exporter_urls = [f"{scheme}://127.0.0.1:{port}" for port in exporter_ports]
+    stack.urls = {"exporter": stack.exporter_urls[0], "webhook": stack.webhook_urls[0],
                   "prometheus": f"http://127.0.0.1:{prometheus_port}", "alertmanager": stack.alertmanager_urls[0]}
 
     token_file = workdir / "webhook-token"
@@ -328,9 +332,9 @@ def _build(stack: Stack, exporter_port: int) -> None:
     config = {
         "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
         "thresholds": {"stale_timeout": s.stale_timeout, "io_window": s.io_window, **s.thresholds},
-        "exporter": {"listen": f"127.0.0.1:{exporter_port}", "poll_interval": s.poll_interval, "api_key": AGENT_KEY,
-                     "database_url": f"sqlite:///{workdir / 'exporter.db'}", "flush_interval": "1s",
-                     **(s.tls.server_keys() if s.tls else {}), **s.exporter},
+        "exporter": {"listen": f"127.0.0.1:{exporter_ports[0]}", "poll_interval": s.poll_interval,
+                     "api_key": AGENT_KEY, "database_url": f"sqlite:///{workdir / 'exporter.db'}",
+                     "flush_interval": "1s", **(s.tls.server_keys() if s.tls else {}), **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
                     "viewer_token": VIEWER_TOKEN,
                     "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
@@ -353,7 +357,12 @@ def _build(stack: Stack, exporter_port: int) -> None:
         stack.processes[name] = ManagedProcess(name, command, workdir / f"{name}.log", ready_url, process_env,
                                                ready_options or {})
 
-    add("exporter", [*python, "exporter", *config_arg], f"{stack.urls['exporter']}/readyz", env, stack.client_options)
+    for index, (port, url) in enumerate(zip(exporter_ports, stack.exporter_urls, strict=True)):
+        # each replica keeps its own last-seen state, as on its own host
+        database = f"sqlite:///{workdir / (_replica('exporter', index) + '.db')}"
+        own_db = {"VMHEALTH_EXPORTER_DATABASE_URL": database} if index else {}
+        add(_replica("exporter", index), [*python, "exporter", *config_arg, "--listen", f"127.0.0.1:{port}"],
+            f"{url}/readyz", {**env, **own_db}, stack.client_options)
     for index, (port, url) in enumerate(zip(webhook_ports, stack.webhook_urls, strict=True)):
         add(_replica("webhook", index), [*python, "webhook", *config_arg, "--listen", f"127.0.0.1:{port}"],
             f"{url}/healthz", env, stack.client_options)
@@ -423,7 +432,7 @@ def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict
         "rule_files": [str(rule) for rule in rules],
         "alerting": {"alertmanagers": [{"static_configs": targets(stack.alertmanager_urls)}]},
         "scrape_configs": [
-            {"job_name": "vmhealth-exporter", "static_configs": targets([stack.urls["exporter"]]),
+            {"job_name": "vmhealth-exporter", "static_configs": targets(stack.exporter_urls),
              **scrape_security(s, stack.workdir / "exporter-read-token")},
             {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls),
              **scrape_security(s, stack.workdir / "webhook-metrics-token")},
