@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import wraps
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from vmhealth import __version__, openapi
+from vmhealth.config import is_loopback
 from vmhealth.exporter.exposition import CONTENT_TYPE, Page, is_monitored
 from vmhealth.exporter.health import classify
 from vmhealth.exporter.ingest import (
@@ -31,6 +33,7 @@ from vmhealth.exporter.ingest import (
 from vmhealth.exporter.persistence import StateStore, WriteBehind
 from vmhealth.exporter.poller import ClusterPoller
 from vmhealth.exporter.state import GuestKey, Store
+from vmhealth.httpauth import install_throttle, token_ok, unauthorized
 from vmhealth.keys import same_secret
 from vmhealth.process_counters import auth_failed
 
@@ -66,6 +69,10 @@ class Exporter:
             log.warning("exporter.per_vm_keys is false: the shared agent key is accepted, and any guest holding it "
                         "can report for any other (keep a hung neighbour looking alive); give guests their own keys "
                         "(`vmhealth agent-key`) and remove the setting")
+        if not config.exporter.read_token and not is_loopback(config.exporter.listen):
+            log.warning("the exporter listens on %s beyond loopback and /metrics, /api/vms and /api/status need no "
+                        "credential: every guest can read the fleet; set exporter.read_token and give it to "
+                        "Prometheus", config.exporter.listen)
         idle = self.db.load_idle()
         self.pollers = {c.name: ClusterPoller(c, self.store, config, self.db, idle.get(c.name))
                         for c in config.clusters}
@@ -146,6 +153,7 @@ def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Fla
     app.config["MAX_CONTENT_LENGTH"] = config.exporter.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vmhealth_exporter"] = exporter
+    install_throttle(app, config.exporter.auth_failures_per_minute)
     _register_routes(app)
     app.wsgi_app = FastReports(  # type: ignore[method-assign]
         app.wsgi_app, lambda mimetype, key, read, address: _report(exporter, mimetype, key, read, address),
@@ -155,12 +163,25 @@ def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Fla
     return app
 
 
+def _reader(view: Callable[..., Any]) -> Callable[..., Any]:
+    """With exporter.read_token set, the view answers only a request that carries it (bearer or basic)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _exporter().config.exporter.read_token
+        if token and not token_ok(token):
+            return unauthorized("read token", "vmhealth-exporter")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
 def _register_routes(app: Flask) -> None:
     app.add_url_rule("/api/health/report", view_func=report, methods=["POST"])
-    app.add_url_rule("/metrics", view_func=metrics)
-    app.add_url_rule("/api/vms", view_func=list_vms)
-    app.add_url_rule("/api/vms/<vmid>", view_func=get_vm)
-    app.add_url_rule("/api/status", view_func=status)
+    app.add_url_rule("/metrics", view_func=_reader(metrics))
+    app.add_url_rule("/api/vms", view_func=_reader(list_vms))
+    app.add_url_rule("/api/vms/<vmid>", view_func=_reader(get_vm))
+    app.add_url_rule("/api/status", view_func=_reader(status))
     app.add_url_rule("/", view_func=landing)
     app.add_url_rule("/healthz", view_func=healthz)
     app.add_url_rule("/readyz", view_func=readyz)
@@ -430,8 +451,9 @@ def healthz() -> Response:
 
 
 def readyz() -> tuple[Response, int]:
+    """Open to anyone (load balancers, orchestrators), so it says only whether every cluster was polled once;
+    which cluster is up is on /metrics (`vmhealth_pve_up`)."""
     clusters, _ = _exporter().store.view()
-    waiting = [name for name, s in clusters.items() if not s.polled_once]
-    if waiting:
-        return jsonify({"status": "waiting", "notPolledYet": waiting}), 503
-    return jsonify({"status": "ready", "clusters": {n: ("up" if s.up else "down") for n, s in clusters.items()}}), 200
+    if any(not s.polled_once for s in clusters.values()):
+        return jsonify({"status": "waiting"}), 503
+    return jsonify({"status": "ready"}), 200

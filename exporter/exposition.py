@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 
 from vmhealth.exporter.state import ClusterState, GuestKey, Heartbeat, PveGuest, Store
-from vmhealth.process_counters import AUTH_FAILURES, CONNECTIONS_REFUSED
+from vmhealth.process_counters import AUTH_FAILURES, AUTH_THROTTLED, CONNECTIONS_REFUSED, PROCESS_COUNTERS
 from vmhealth.textformat import escape
 from vmhealth.textformat import format_value as _num
 
@@ -70,6 +70,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "vmhealth_reports_total": ("counter", "Heartbeat reports received, by result."),
     CONNECTIONS_REFUSED.family: ("counter", CONNECTIONS_REFUSED.help),
     AUTH_FAILURES.family: ("counter", AUTH_FAILURES.help),
+    AUTH_THROTTLED.family: ("counter", AUTH_THROTTLED.help),
     "vmhealth_report_values_dropped_total": (
         "counter", "Values stored heartbeats left out, by reason: disks_over_limit (entries after the first 16), "
                    "label_rate (a new hostname, node or mountpoint beyond a guest's allowance)."),
@@ -396,7 +397,7 @@ class Page:
                     f'vmhealth_pve_node_up{{cluster="{c}",node="{escape(node)}"}} {int(online)}\n')
         for result, count in sorted(reports.items()):
             lines["vmhealth_reports_total"].append(f'vmhealth_reports_total{{result="{result}"}} {count}\n')
-        for counter in (CONNECTIONS_REFUSED, AUTH_FAILURES):
+        for counter in PROCESS_COUNTERS:
             lines[counter.family].extend(counter.samples())
         for reason, count in sorted(dropped.items()):
             lines["vmhealth_report_values_dropped_total"].append(

@@ -266,13 +266,32 @@ def _loopback_to_services(text: str) -> str:
 
 @pytest.mark.parametrize("name", ["prometheus/prometheus.yml", "alertmanager/alertmanager.yml"])
 def test_compose_variants_say_what_the_repository_files_say(name: str) -> None:
+    """The same, but for the service names and, in Prometheus' jobs, the credentials the stack sets (the
+    repository's file shows them commented out, as a site without tokens must not send a missing file)."""
     repository = yaml.safe_load(_loopback_to_services((ROOT / name).read_text()))
     variant = yaml.safe_load((ROOT / "deploy/compose" / Path(name).name).read_text())
+    for job in variant.get("scrape_configs", []):
+        job.pop("authorization", None)
     if name == "prometheus/prometheus.yml":  # compose runs an exporter pair, scraped as one job
         [exporters] = [job for job in variant["scrape_configs"] if job["job_name"] == "vmhealth-exporter"]
         assert exporters["static_configs"][0]["targets"] == ["exporter:9747", "exporter-b:9747"]
         exporters["static_configs"][0]["targets"].remove("exporter-b:9747")
     assert variant == repository
+
+
+def test_prometheus_in_compose_sends_each_read_token_the_stack_sets() -> None:
+    """Both vmhealth jobs send a credential from a file that a compose secret puts there, and that secret
+    is the one the exporter's or the webhook's `_FILE` variable reads."""
+    jobs = {job["job_name"]: job for job in
+            yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())["scrape_configs"]}
+    mounted = {s["target"]: s["source"] for s in services()["prometheus"]["secrets"]}
+    for job, service, variable in (("vmhealth-exporter", "exporter", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
+                                   ("vmhealth-exporter", "exporter-b", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
+                                   ("vmhealth-webhook", "webhook", "VMHEALTH_WEBHOOK_METRICS_TOKEN_FILE")):
+        # a relative file is read from the configuration file's folder, /etc/prometheus
+        secret = mounted["/etc/prometheus/" + jobs[job]["authorization"]["credentials_file"]]
+        assert services()[service]["environment"][variable] == f"/run/secrets/{secret}", job
+        assert secret in services()[service]["secrets"], job
 
 
 @pytest.mark.binaries
@@ -285,6 +304,9 @@ def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
             destination = tmp_path / target.lstrip("/")
             destination.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, destination)
+    for secret in services()["prometheus"]["secrets"]:
+        (tmp_path / secret["target"].lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / secret["target"].lstrip("/")).write_text("a-token-from-the-env-file")
     checked = subprocess.run([promtool, "check", "config", str(etc / "prometheus.yml")], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -60,6 +60,28 @@ def test_short_secrets_and_an_admin_token_equal_to_alertmanagers_are_refused():
     assert load(raw={"exporter": {"api_key": "x" * 16}}, environ={}).exporter.api_key == "x" * 16
 
 
+def test_the_read_tokens_are_long_and_their_own(tmp_path):
+    """Prometheus' tokens may not be a token that acts, nor the exporter's read token the agents' key."""
+    (tmp_path / "metrics-token").write_text("admin-token-0123456789\n")
+    raw = {"exporter": {"api_key": "agent-key-0123456789", "read_token": "agent-key-0123456789"},
+           "webhook": {"token": "alertmanager-0123456789", "admin_token": "admin-token-0123456789",
+                       "metrics_token_file": str(tmp_path / "metrics-token")}}
+    with pytest.raises(ConfigError) as caught:
+        load(raw=raw, environ={})
+    problems = caught.value.problems
+    assert "exporter.read_token: is the same as exporter.api_key" in "\n".join(problems)
+    assert "webhook.metrics_token: is the same as webhook.admin_token" in "\n".join(problems)
+    assert not [p for p in problems if "0123456789" in p]
+    short = {"exporter": {"read_token": "short"}, "webhook": {"metrics_token": "short-too"}}
+    with pytest.raises(ConfigError) as caught:
+        load(raw=short, environ={})
+    assert {p.split(":")[0] for p in caught.value.problems} == {"exporter.read_token", "webhook.metrics_token"}
+    fine = load(raw={"exporter": {"read_token": "r" * 16}, "webhook": {"metrics_token": "m" * 16}},
+                environ={"VMHEALTH_WEBHOOK_PUBLIC_HISTORY": "true"})
+    assert fine.webhook.public_history is True and fine.exporter.auth_failures_per_minute == 20
+    assert redacted(fine)["exporter"]["read_token"] == "<set>" and redacted(fine)["webhook"]["metrics_token"] == "<set>"
+
+
 def test_a_secret_file_others_can_read_is_warned_about(tmp_path, caplog):
     secret = tmp_path / "agent-key"
     secret.write_text("a-long-enough-agent-key\n")

@@ -22,6 +22,8 @@ from vmhealth.db import make_engine
 from vmhealth.stack import ADMIN_TOKEN, Stack, running_stack
 from vmhealth.webhook.store import Store
 
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the JSON API takes no console cookie
+
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
 VIEWER_TOKEN = "console-viewer-token-0123"
@@ -215,7 +217,8 @@ def test_a_viewer_sees_everything_and_can_change_nothing(stack: Stack, chrome: A
     post_form(chrome, ui(stack, "/pause"), {"csrf": csrf, "confirmed": "1", "reason": "x", "scope": "*"})
     assert "viewer token" in text_of(chrome, "#message")
     assert stack.sim.resets(UNTOUCHED) == []
-    assert requests.get(f"{stack.urls['webhook']}/api/remediation", timeout=10).json()["paused"] == []
+    assert requests.get(f"{stack.urls['webhook']}/api/remediation", timeout=10, headers=ADMIN_HEADERS).json()[
+        "paused"] == []
     # the console's cookie opens nothing outside /ui/
     session = requests.Session()
     session.cookies.set("vmhealth_console", chrome.get_cookie("vmhealth_console")["value"])
@@ -258,7 +261,8 @@ def test_an_expired_session_is_refused(stack: Stack, chrome: Any) -> None:
     assert "/ui/login" in chrome.current_url and "session has expired" in text_of(chrome, "#login-error")
     post_form(chrome, ui(stack, "/pause"), {"csrf": "c" * 32, "confirmed": "1", "reason": "x", "scope": "*"})
     assert "session has expired" in text_of(chrome, "#login-error")
-    assert requests.get(f"{stack.urls['webhook']}/api/remediation", timeout=10).json()["paused"] == []
+    assert requests.get(f"{stack.urls['webhook']}/api/remediation", timeout=10, headers=ADMIN_HEADERS).json()[
+        "paused"] == []
 
 
 def test_pages_fit_a_phone_in_the_dark(stack: Stack, chrome: Any, shots: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.test_webhook_support import ADMIN, make_config
+from tests.test_webhook_support import auth as bearer
 from vmhealth.webhook import create_app
 from vmhealth.webhook.sparkline import HEIGHT, sparkline
 
@@ -80,7 +81,7 @@ def test_a_viewer_is_refused_every_action_and_the_api_ignores_the_cookie(make: A
         reply = client.post(path, data={"csrf": token, "confirmed": "1", **form})
         assert reply.status_code == 403 and "viewer token" in reply.text, path
     assert client.post("/api/remediation/pause", json={"reason": "r"}).status_code == 401
-    assert client.get("/api/remediation").get_json()["paused"] == []
+    assert client.get("/api/remediation", headers=bearer(ADMIN)).get_json()["paused"] == []
 
 
 def test_csrf_is_required_on_every_action_and_on_the_login(make: Any) -> None:
@@ -90,7 +91,7 @@ def test_csrf_is_required_on_every_action_and_on_the_login(make: Any) -> None:
     assert reply.status_code == 400 and "CSRF" in reply.text
     reply = client.post("/ui/pause", data={"csrf": "guessed", "scope": "*", "reason": "r", "confirmed": "1"})
     assert reply.status_code == 400
-    assert client.get("/api/remediation").get_json()["paused"] == []
+    assert client.get("/api/remediation", headers=bearer(ADMIN)).get_json()["paused"] == []
     fresh = make().test_client()
     reply = fresh.post("/ui/login", data={"token": ADMIN})
     assert reply.status_code == 400 and "expired" in reply.text

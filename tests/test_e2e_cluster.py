@@ -24,7 +24,7 @@ from tests.e2e_support import (
     wait_for_reset,
 )
 from vmhealth.processes import wait_for
-from vmhealth.stack import Stack, running_stack
+from vmhealth.stack import VIEWER_TOKEN, Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.postgres, pytest.mark.slow]
 
@@ -73,6 +73,7 @@ def test_two_alertmanager_peers_and_two_webhook_replicas_reset_once(stack: Stack
     assert (done["upid"], done["exitstatus"]) == (task["upid"], "OK"), describe(stack)
     successes = history(stack, vmid, "success")
     assert [r["upid"] for r in successes] == [task["upid"]], describe(stack)
-    second = requests.get(f"{stack.webhook_urls[1]}/api/resets", params={"vmid": vmid}, timeout=10).json()["resets"]
+    second = requests.get(f"{stack.webhook_urls[1]}/api/resets", params={"vmid": vmid}, timeout=10,
+                          headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}).json()["resets"]
     assert [r["id"] for r in second] == [r["id"] for r in history(stack, vmid)]  # one shared history
     print("firing notifications per replica:", [firing_notifications(url) for url in stack.webhook_urls])

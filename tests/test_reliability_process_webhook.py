@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tests.test_webhook_restart import pve, run_child_until  # noqa: F401 - pve is a fixture
-from tests.test_webhook_support import FakePve, auth, firing, make_config
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config
 from vmhealth.processes import wait_for
 from vmhealth.webhook import create_app
 
@@ -31,7 +31,7 @@ def test_attempt_interrupted_then_resolved_is_settled(database: str, pve: FakePv
     ctx = app.extensions["vmhealth"]
     try:
         def attempt() -> dict[str, Any] | None:
-            rows = [r for r in app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
+            rows = [r for r in app.test_client().get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]
                     if r["attempt"] == 1]
             return rows[0] if rows and rows[0]["outcome"] != "pending" else None
 

@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from tests.test_webhook_support import ADMIN, TOKEN, send_alert
+from tests.test_webhook_support import ADMIN, TOKEN, auth, send_alert
 from vmhealth.processes import stop_process, wait_for
 
 
@@ -123,7 +123,7 @@ class Remediation:
 
     def history(self, vmid: int | None = None) -> list[dict[str, Any]]:
         query = f"?vmid={vmid}&limit=1000" if vmid is not None else "?limit=1000"
-        return requests.get(f"{self.webhook}/api/resets{query}", timeout=10).json()["resets"]
+        return requests.get(f"{self.webhook}/api/resets{query}", timeout=10, headers=auth(ADMIN)).json()["resets"]
 
     def settled(self, vmid: int) -> list[dict[str, Any]]:
         """The guest's history once its newest attempt has an outcome (waits for it)."""

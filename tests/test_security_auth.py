@@ -1,7 +1,9 @@
-"""Every write route of both apps refuses missing and wrong credentials, and records nothing.
+"""Every write route of both apps refuses missing and wrong credentials, and records nothing; every
+read route of every server needs its credential or is listed in docs/security.md as public.
 
 The routes come from the apps' own URL maps, so a route added later is checked without anyone
-remembering to list it here. Cost: about 2 s.
+remembering to list it here. The throttle of failed authentications is off: these tests fail on
+purpose, many times (`test_auth_throttle.py` tests it). Cost: about 2 s.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
@@ -41,7 +44,7 @@ def attempts(good: str, other: str) -> list[dict[str, str]]:
 def exporter(tmp_path: Path) -> Iterator[Any]:
     from vmhealth.exporter.app import create_app
 
-    app = create_app(exporter_config(tmp_path), start=False)
+    app = create_app(exporter_config(tmp_path, auth_failures_per_minute=0), start=False)
     yield app
     app.extensions["vmhealth_exporter"].db.close()
 
@@ -50,7 +53,8 @@ def exporter(tmp_path: Path) -> Iterator[Any]:
 def webhook(tmp_path: Path) -> Iterator[Any]:
     from vmhealth.webhook.app import create_app
 
-    app = create_app(make_config(f"sqlite:///{tmp_path}/webhook.db"), start_worker=False)
+    app = create_app(make_config(f"sqlite:///{tmp_path}/webhook.db", {"auth_failures_per_minute": 0}),
+                     start_worker=False)
     yield app
     app.extensions["vmhealth"].close()
 
@@ -112,3 +116,73 @@ def test_an_unset_token_refuses_everyone(tmp_path: Path) -> None:
             assert reply.status_code == 401
     finally:
         app.extensions["vmhealth"].close()
+
+
+SECURITY_DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+SECRET_NAMES = ("zeta-cluster", "web-server-01")  # what a public route must not tell: a cluster, a guest
+
+
+def documented_public() -> set[tuple[str, str, str]]:
+    """(component, METHOD, path) of every row of the "Deliberately public routes" table of docs/security.md."""
+    section = SECURITY_DOC.read_text().split("### Deliberately public routes", 1)[1].split("\n#", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    rows = set()
+    for line in table[2:]:
+        component, route = (cell.strip().strip("`") for cell in line.strip("|").split("|")[:2])
+        for one in route.split("`, `"):
+            method, path = one.split(" ", 1)
+            rows.add((component, method, path))
+    return rows
+
+
+def get_routes(app: Any) -> list[tuple[str, str]]:
+    """(route as docs/security.md spells it, a concrete path) of every GET route of a Flask app: its
+    parameters filled with a guest id, a static file's with the console's stylesheet."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods and rule.endpoint != "static":  # Flask's own, with no folder behind it
+            concrete = re.sub(r"<[^>]+>", "100", rule.rule.replace("<path:filename>", "console.css"))
+            out.add((re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"<\1>", rule.rule), concrete))
+    return sorted(out)
+
+
+def asks_for_a_login(reply: Any) -> bool:
+    """The console's answer to a page without a session: to the login page."""
+    return reply.status_code == 302 and urlsplit(reply.headers["Location"]).path == "/ui/login"
+
+
+def test_every_route_of_every_component_is_authenticated_or_listed_public(tmp_path: Path) -> None:
+    """Every read route of the exporter, the webhook and the agent's pull server, with every read
+    credential configured: answered only with a credential, or listed in docs/security.md as public, and
+    then telling no cluster or guest name. (The write routes are the tests above.)"""
+    from vmhealth.agent.server import MetricsServer
+    from vmhealth.exporter.app import create_app as exporter_app
+    from vmhealth.webhook.app import create_app as webhook_app
+
+    config = exporter_config(tmp_path, clusters=("zeta-cluster",), read_token="exporter-read-token-0123")
+    exporter = exporter_app(config, start=False)
+    webhook = webhook_app(make_config(f"sqlite:///{tmp_path}/webhook.db", {
+        "viewer_token": "viewer-secret-token", "metrics_token": "metrics-secret-token"}), start_worker=False)
+    agent = MetricsServer("127.0.0.1", 0, lambda: "")
+    answered_without_credential: set[tuple[str, str, str]] = set()
+    try:
+        assert exporter.test_client().post("/api/health/report", json=report(100),
+                                           headers={"X-API-Key": API_KEY}).status_code == 200
+        for name, app in (("exporter", exporter), ("webhook", webhook)):
+            client = app.test_client()
+            routes = get_routes(app)
+            assert {"/metrics", "/healthz"} <= {r for r, _ in routes}, f"the enumeration must find {name}'s"
+            for route, path in routes:
+                reply = client.get(path)
+                if reply.status_code == 401 or asks_for_a_login(reply):
+                    continue
+                assert reply.status_code in (200, 503), (name, path, reply.status_code)
+                body = reply.get_data(as_text=True)
+                assert not [s for s in SECRET_NAMES if s in body], f"public {name} {path} tells {body[:200]}"
+                answered_without_credential.add((name, "GET", route))
+        answered_without_credential |= {("agent", "GET", path) for path in agent.pages}
+    finally:
+        agent.server_close()
+        exporter.extensions["vmhealth_exporter"].db.close()
+        webhook.extensions["vmhealth"].close()
+    assert answered_without_credential == documented_public()

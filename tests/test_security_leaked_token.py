@@ -56,7 +56,8 @@ def send(webhook: Served, body: dict[str, Any]) -> None:
 
 
 def decisions(webhook: Served) -> list[dict[str, Any]]:
-    return requests.get(f"{webhook.url}/api/resets?limit=1000", timeout=10).json()["resets"]
+    reply = requests.get(f"{webhook.url}/api/resets?limit=1000", timeout=10, headers=bearer(ADMIN_TOKEN))
+    return reply.json()["resets"]
 
 
 def settled(webhook: Served, guests: list[int], outcomes: set[str]) -> bool:

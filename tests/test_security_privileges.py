@@ -124,7 +124,7 @@ def test_the_power_token_alone_resets_and_the_audit_token_cannot(sim: RunningSim
         assert reply.status_code == 200 and reply.get_json()["success"] is True, reply.get_json()
         assert len(sim.resets(105)) == 1
         assert refused(sim, "remediator@pve!sim") == []
-        history = power.test_client().get("/api/resets?vmid=105").get_json()["resets"]
+        history = power.test_client().get("/api/resets?vmid=105", headers=bearer(ADMIN_TOKEN)).get_json()["resets"]
         assert history[0]["outcome"] == "success" and history[0]["upid"].split(":")[7] == "remediator@pve!sim"
     finally:
         power.extensions["vmhealth"].close()

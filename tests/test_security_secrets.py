@@ -24,7 +24,16 @@ import requests
 import yaml
 
 from tests.conftest import free_port
-from tests.test_security_support import ADMIN_TOKEN, AGENT_KEY, WEBHOOK_TOKEN, bearer, serve
+from tests.test_security_support import (
+    ADMIN_TOKEN,
+    AGENT_KEY,
+    METRICS_TOKEN,
+    READ_TOKEN,
+    VIEWER_TOKEN,
+    WEBHOOK_TOKEN,
+    bearer,
+    serve,
+)
 from vmhealth.cli import COMMANDS, build_parser
 from vmhealth.keys import derive_vm_key
 from vmhealth.processes import wait_for
@@ -77,14 +86,17 @@ def test_secrets_never_appear_in_logs_replies_or_command_lines(tmp_path: Path, p
     (tmp_path / "admin-token").write_text(ADMIN_TOKEN + "\n")
     with running_simulator(nodes=2, guests=6, token_secret=PVE_SECRET, boot_seconds=0.1, task_seconds=0.1) as sim:
         secrets = {"agent key": AGENT_KEY, "per-VM key": per_vm_key, "webhook token": WEBHOOK_TOKEN,
-                   "admin token": ADMIN_TOKEN, "database password": DB_PASSWORD,
+                   "admin token": ADMIN_TOKEN, "database password": DB_PASSWORD, "read token": READ_TOKEN,
+                   "viewer token": VIEWER_TOKEN, "metrics token": METRICS_TOKEN,
                    **{f"Proxmox {role} token secret": sim.cluster_config(role=role)["token_secret"]
                       for role in ("full", "audit", "power")}}
         exporter_cfg = {"clusters": [sim.cluster_config(role="audit")],
                         "exporter": {"api_key_file": str(tmp_path / "agent-key"), "poll_interval": "1s",
-                                     "flush_interval": "1s", "database_url": f"sqlite:///{tmp_path}/exporter.db"}}
+                                     "flush_interval": "1s", "database_url": f"sqlite:///{tmp_path}/exporter.db",
+                                     "read_token": READ_TOKEN}}
         webhook_cfg = {"clusters": [sim.cluster_config(role="power")],
-                       "webhook": {"admin_token_file": str(tmp_path / "admin-token"),
+                       "webhook": {"admin_token_file": str(tmp_path / "admin-token"), "viewer_token": VIEWER_TOKEN,
+                                   "metrics_token": METRICS_TOKEN,
                                    "database_url": with_password(postgres_url),
                                    "policy": {"boot_grace": "0s", "task_timeout": "10s", "cooldown": "1s"}}}
         token_env = {"VMHEALTH_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
@@ -119,7 +131,8 @@ def provoke_exporter(url: str, sim: Any, per_vm_key: str, seen: list[str]) -> No
     time.sleep(1.5)
     sim.restore_audit()
     for path in ("/metrics", "/api/vms", "/api/status", "/readyz", "/api/vms/101"):
-        seen.append(requests.get(f"{url}{path}", timeout=30).text)
+        for headers in ({}, bearer(READ_TOKEN + "x"), bearer(READ_TOKEN)):
+            seen.append(requests.get(f"{url}{path}", timeout=30, headers=headers).text)
 
 
 def provoke_webhook(url: str, sim: Any, seen: list[str]) -> None:
@@ -143,7 +156,8 @@ def provoke_webhook(url: str, sim: Any, seen: list[str]) -> None:
                               timeout=60).text)
     sim.api_up()
     for path in ("/metrics", "/api/resets", "/api/vms/101/reset-history"):
-        seen.append(requests.get(f"{url}{path}", timeout=30).text)
+        for headers in ({}, bearer(VIEWER_TOKEN[:-1]), bearer(VIEWER_TOKEN), bearer(METRICS_TOKEN)):
+            seen.append(requests.get(f"{url}{path}", timeout=30, headers=headers).text)
 
 
 def provoke_config_errors(folder: Path, sim: Any, postgres_url: str) -> list[str]:

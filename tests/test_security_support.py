@@ -24,6 +24,9 @@ from vmhealth.processes import stop_process, wait_for
 AGENT_KEY = "agent-shared-key-7f3e9c1d"
 WEBHOOK_TOKEN = "am-bearer-token-5b2a8e44"
 ADMIN_TOKEN = "admin-bearer-token-c91d07aa"
+VIEWER_TOKEN = "viewer-bearer-token-6e02b7d4"
+READ_TOKEN = "exporter-read-token-3f81c0a9"
+METRICS_TOKEN = "webhook-metrics-token-58d2e1b7"
 
 
 @dataclass

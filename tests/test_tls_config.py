@@ -139,6 +139,11 @@ def test_the_shipped_tls_lines_switch_on_and_pass_the_checkers(name: str, pki: P
                    for job in ("vmhealth-exporter", "vmhealth-webhook", "vmhealth-agent"))
         (tmp_path / "rules").symlink_to(root / "prometheus/rules")
         (tmp_path / "sd").mkdir()
+        for job in jobs.values():  # the compose variant's read tokens, which promtool reads too
+            if "authorization" in job:
+                secret = tmp_path / job["authorization"]["credentials_file"]
+                secret.parent.mkdir(exist_ok=True)
+                secret.write_text("a-read-token-from-the-env-file")
         command = [binary("promtool"), "check", "config"]
     else:
         webhook = next(r for r in config["receivers"] if r["name"] == "vmhealth-webhook")["webhook_configs"][0]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import responses
 
-from tests.test_webhook_support import FakePve, auth, firing, make_config
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config
 from vmhealth.webhook import create_app
 
 
@@ -80,7 +80,7 @@ def test_five_parallel_duplicates_reset_once(database: str, pve: FakePve, apps: 
     assert codes == [200] * 5
     drain(app)
     assert pve.resets(100) == 1
-    rows = app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
+    rows = app.test_client().get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]
     assert [r["outcome"] for r in rows] == ["success"]
 
 
@@ -93,7 +93,7 @@ def test_two_instances_on_one_database_act_once(database: str, pve: FakePve, app
         assert post_in_parallel(clients, firing(vmid), 6) == [200] * 6
     drain(first, second)
     assert [pve.resets(vmid) for vmid in (100, 101, 102)] == [1, 1, 1]
-    rows = clients[0].get("/api/resets").get_json()["resets"]
+    rows = clients[0].get("/api/resets", headers=auth(ADMIN)).get_json()["resets"]
     assert sorted((r["vmid"], r["outcome"]) for r in rows) == [(100, "success"), (101, "success"), (102, "success")]
     # Both instances see the same incidents (the gauge is read from the shared database).
     for app in (first, second):
@@ -111,7 +111,7 @@ def test_two_instances_decide_each_refusal_once(database: str, pve: FakePve, app
         body["alerts"] = [firing(vmid)["alerts"][0] for vmid in part]
         assert app.test_client().post("/alerts", json=body, headers=auth()).status_code == 200
     drain(first, second)
-    rows = first.test_client().get("/api/resets?limit=1000").get_json()["resets"]
+    rows = first.test_client().get("/api/resets?limit=1000", headers=auth(ADMIN)).get_json()["resets"]
     assert sorted(r["vmid"] for r in rows) == vmids and {r["outcome"] for r in rows} == {"skipped:disabled"}
     counted = [app.extensions["vmhealth"].metrics.registry.get_sample_value(
         "vmhealth_remediation_actions_total", {"cluster": "lab", "action": "none", "result": "skipped:disabled"})
@@ -156,6 +156,58 @@ def test_different_alerts_for_one_guest_on_two_instances_reset_once(
         assert list(pool.map(send, range(8))) == [200] * 8
     drain(first, second)
     assert pve.resets(100) == 1
-    outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100").get_json()["resets"]]
+    outcomes = [r["outcome"] for r in clients[0].get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]]
     # The other events are refused (cooldown, or booting when they looked after the reset), never acted on.
     assert outcomes.count("success") == 1 and all(o == "success" or o.startswith("skipped:") for o in outcomes)
+
+
+class SlowResets(FakePve):
+    """Each power action takes `seconds`, and the most in progress at once is kept."""
+
+    def __init__(self, mock: responses.RequestsMock, seconds: float):
+        super().__init__(mock)
+        self.seconds, self.running, self.most = seconds, 0, 0
+        self._count = threading.Lock()
+
+    def post(self, request: Any) -> tuple[int, dict[str, str], str]:
+        if "/agent/" in request.url:
+            return super().post(request)
+        with self._count:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.seconds)
+            return super().post(request)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+def test_two_replicas_together_keep_max_concurrent_actions(postgres_url: str, apps: list[Any]) -> None:
+    """Six hung guests, two replicas on one PostgreSQL, each with a pool of 2 threads, and a limit of 2:
+    the limit is judged inside the claim, so the replicas together never have more than 2 resets in
+    flight (before, each counted the other's claims only before reading Proxmox: up to 4 at once)."""
+    mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+    mock.start()
+    try:
+        pve = SlowResets(mock, seconds=0.4)
+        hung = list(range(100, 106))
+        for vmid in range(100, 140):  # 6 of 40 running guests hung: well under the circuit breaker
+            pve.add(vmid)
+        policy = {"max_concurrent_actions": 2, "retry_interval": "1s"}
+        first, second = start(apps, postgres_url, **policy), start(apps, postgres_url, **policy)
+        deadline = time.monotonic() + 60
+        while [pve.resets(vmid) for vmid in hung] != [1] * len(hung) and time.monotonic() < deadline:
+            # Alertmanager delivers each still-firing alert again (here every second, to both replicas);
+            # a guest refused as `busy` is looked at again then
+            for index, vmid in enumerate(hung):
+                client = (first if index % 2 else second).test_client()
+                assert client.post("/alerts", json=firing(vmid), headers=auth()).status_code == 200
+            time.sleep(1.0)
+        assert [pve.resets(vmid) for vmid in hung] == [1] * len(hung), "every hung guest is reset, once"
+        assert pve.most == 2, f"{pve.most} resets were in flight at once (limit 2)"
+        rows = first.test_client().get("/api/resets?limit=1000", headers=auth(ADMIN)).get_json()["resets"]
+        assert sorted(r["vmid"] for r in rows if r["outcome"] == "success") == hung
+    finally:
+        mock.stop()
+        mock.reset()

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from tests.test_webhook_support import ADMIN, TOKEN, send_alert
+from tests.test_webhook_support import ADMIN, TOKEN, auth, send_alert
 from vmhealth.processes import stop_process, wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
@@ -97,11 +97,11 @@ def test_hung_guest_is_reset_once_through_alertmanager(stack: dict[str, Any]) ->
     wait_for(lambda: sim.resets(vmid), 60, "the reset")
 
     def finished() -> bool:
-        rows = requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5).json()["resets"]
+        rows = requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5, headers=auth(ADMIN)).json()["resets"]
         return bool(rows) and rows[0]["outcome"] != "pending"
 
     wait_for(finished, 30, "the reset task's outcome")
-    [row] = requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5).json()["resets"]
+    [row] = requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5, headers=auth(ADMIN)).json()["resets"]
     assert row["outcome"] == "success" and row["upid"].startswith("UPID:") and row["action"] == "reset"
     send_alert(am, vmid, sim.cluster_name)
     time.sleep(3)  # more group intervals pass: nothing new may be done
@@ -117,7 +117,8 @@ def test_hung_guest_is_reset_once_through_alertmanager(stack: dict[str, Any]) ->
 
     send_alert(am, vmid, sim.cluster_name, resolved=True)
     wait_for(lambda: any(r["outcome"] == "resolved" for r in
-                         requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5).json()["resets"]),
+                         requests.get(f"{webhook}/api/resets?vmid={vmid}", timeout=5,
+                                      headers=auth(ADMIN)).json()["resets"]),
              30, "the resolved notification")
     metrics = requests.get(f"{webhook}/metrics", timeout=5).text
     assert f'vmhealth_remediation_incident_attempts{{cluster="{sim.cluster_name}",vmid="{vmid}"}}' not in metrics

@@ -95,7 +95,7 @@ def make(tmp_path: Any) -> Iterator[Any]:
 
 
 def rows(wh: Any, vmid: int) -> list[dict[str, Any]]:
-    reply = wh.client.get(f"/api/resets?vmid={vmid}")
+    reply = wh.client.get(f"/api/resets?vmid={vmid}", headers=auth(ADMIN))
     assert reply.status_code == 200
     return reply.get_json()["resets"]
 
@@ -229,7 +229,7 @@ def test_a_slow_ping_holds_up_no_other_decision_and_no_database_write(make: Any)
     while wh.pve.resets(101) == 0 and not slow_done.is_set():
         time.sleep(0.01)
     assert wh.pve.resets(101) == 1 and not slow_done.is_set(), "101 waited for 100's ping"
-    assert wh.client.get("/api/resets").status_code == 200 and not slow_done.is_set()
+    assert wh.client.get("/api/resets", headers=auth(ADMIN)).status_code == 200 and not slow_done.is_set()
     assert wh.ctx.worker.drain(30)
     assert wh.pve.resets(100) == 1 and last(wh, 100)["evidence"]["guest_agent"] == "timeout"
     assert {vmid: timeout for _, vmid, timeout in wh.pve.pings} == {100: 1.0, 101: 1.0}
@@ -359,7 +359,7 @@ def test_evidence_is_stored_with_the_event_and_each_decision_and_returned(make: 
         "io_bytes_total_judged": JUDGED, "io_judged_at": pytest.approx(float(sent["io_judged_at"])),
         "io_bytes_total_live": JUDGED + 100, "guest_agent": "not-running", "qmpstatus": "running",
         "uptime": 86400, "status": "running"}
-    history = wh.client.get("/api/vms/100/reset-history").get_json()
+    history = wh.client.get("/api/vms/100/reset-history", headers=auth(ADMIN)).get_json()
     assert history[0]["evidence"] == row["evidence"]
     schemas = yaml.safe_load(document())["components"]["schemas"]
     assert "evidence" in schemas["Action"]["required"]

@@ -83,7 +83,7 @@ def time_passes(wh: Any, seconds: float) -> None:
 
 
 def history(wh: Any, vmid: int) -> list[dict[str, Any]]:
-    return wh.client.get(f"/api/resets?vmid={vmid}&limit=1000").get_json()["resets"]
+    return wh.client.get(f"/api/resets?vmid={vmid}&limit=1000", headers=auth(ADMIN)).get_json()["resets"]
 
 
 def outcomes(wh: Any, vmid: int) -> list[str]:
@@ -509,21 +509,22 @@ def test_history_endpoints(make: Any) -> None:
     wh.send(firing(100))
     for _ in range(3):
         wh.send(firing(101))
-    original = wh.client.get("/api/vms/100/reset-history").get_json()
+    original = wh.client.get("/api/vms/100/reset-history", headers=auth(ADMIN)).get_json()
     assert original[0]["success"] is True and original[0]["timestamp"].endswith("Z") and original[0]["reason"]
-    page = wh.client.get("/api/resets?limit=2").get_json()
+    page = wh.client.get("/api/resets?limit=2", headers=auth(ADMIN)).get_json()
     assert len(page["resets"]) == 2 and page["next"]
-    rest = wh.client.get(f"/api/resets?limit=2&before={page['next']}").get_json()
+    rest = wh.client.get(f"/api/resets?limit=2&before={page['next']}", headers=auth(ADMIN)).get_json()
     assert {r["id"] for r in rest["resets"]}.isdisjoint({r["id"] for r in page["resets"]})
-    skipped = wh.client.get("/api/resets?outcome=skipped&cluster=lab").get_json()["resets"]
+    skipped = wh.client.get("/api/resets?outcome=skipped&cluster=lab", headers=auth(ADMIN)).get_json()["resets"]
     assert len(skipped) == 3 and all(r["vmid"] == 101 for r in skipped)
     for wildcard in ("%:", "_kipped:", "skipped%:", "s%"):  # LIKE's wildcards are plain characters
-        assert wh.client.get("/api/resets", query_string={"outcome": wildcard}).get_json()["resets"] == [], wildcard
-    assert wh.client.get("/api/resets?since=1h").get_json()["resets"]
-    assert wh.client.get("/api/resets?since=2999-01-01T00:00:00Z").get_json()["resets"] == []
-    response = wh.client.get("/api/resets?limit=0")
+        reply = wh.client.get("/api/resets", query_string={"outcome": wildcard}, headers=auth(ADMIN))
+        assert reply.get_json()["resets"] == [], wildcard
+    assert wh.client.get("/api/resets?since=1h", headers=auth(ADMIN)).get_json()["resets"]
+    assert wh.client.get("/api/resets?since=2999-01-01T00:00:00Z", headers=auth(ADMIN)).get_json()["resets"] == []
+    response = wh.client.get("/api/resets?limit=0", headers=auth(ADMIN))
     assert response.status_code == 400 and "limit" in response.get_json()["error"]
-    assert "since" in wh.client.get("/api/resets?since=soon").get_json()["error"]
+    assert "since" in wh.client.get("/api/resets?since=soon", headers=auth(ADMIN)).get_json()["error"]
 
 
 def test_metrics_endpoint_exposes_the_series(make: Any) -> None:
@@ -608,7 +609,7 @@ def test_a_runtime_pause_refuses_alerts_but_not_a_persons_reset_and_is_in_the_hi
                             headers=admin)
     assert paused.status_code == 200, paused.get_json()
     assert wh.client.post("/api/remediation/pause", json={"reason": "again"}, headers=admin).status_code == 409
-    state = wh.client.get("/api/remediation").get_json()
+    state = wh.client.get("/api/remediation", headers=admin).get_json()
     assert state["paused"][0]["scope"] == "*" and state["paused"][0]["actor"] == "manual:ann"
     assert sample(wh, "vmhealth_remediation_paused_since_seconds", scope="*") > time.time() - 60
     assert sample(wh, "vmhealth_remediation_pause_alert_after_seconds") == 7200
@@ -625,7 +626,7 @@ def test_a_runtime_pause_refuses_alerts_but_not_a_persons_reset_and_is_in_the_hi
     assert resumed.status_code == 200, resumed.get_json()
     assert sample(wh, "vmhealth_remediation_paused_since_seconds", scope="*") is None
     assert wh.client.post("/api/remediation/resume", json={}, headers=admin).status_code == 409
-    rows = wh.client.get("/api/resets?limit=1000").get_json()["resets"]
+    rows = wh.client.get("/api/resets?limit=1000", headers=admin).get_json()["resets"]
     assert [(r["outcome"], r["actor"]) for r in rows if r["outcome"] in ("paused", "resumed")] == [
         ("resumed", "manual:bob"), ("paused", "manual:ann")]
     time.sleep(1.1)

@@ -56,3 +56,16 @@ def test_nothing_configured_reads_nothing_and_odd_cluster_names_are_not_queried(
     assert HeartbeatReader(None, []).age("lab", 101).age is None
     read = HeartbeatReader("http://prometheus:9090", []).age('lab"} or vector(1) #', 101)
     assert read.age is None and "cannot be queried" in read.error
+
+
+@responses.activate
+def test_an_exporter_with_a_read_token_is_read_with_it_and_a_refusal_is_an_error() -> None:
+    """The webhook sends exporter.read_token of its configuration; without it the exporter's 401 is no age."""
+    token = "exporter-read-token-0123"
+    responses.get(f"{A}/api/vms/101", json=row(12), headers=date(),
+                  match=[responses.matchers.header_matcher({"Authorization": f"Bearer {token}"})])
+    responses.get(f"{A}/api/vms/101", status=401, json={"error": "missing or wrong read token"})
+    read = HeartbeatReader(None, [A], exporter_token=token).age("lab", 101)
+    assert (read.age, read.error) == (12, "")
+    read = HeartbeatReader(None, [A]).age("lab", 101)
+    assert read.age is None and "401" in read.error

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 
 from tests.test_security_leaked_token import forged, send
-from tests.test_security_support import serve, webhook_config
+from tests.test_security_support import ADMIN_TOKEN, bearer, serve, webhook_config
 from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import running_simulator
 
@@ -21,7 +21,8 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def outcomes(url: str, vmid: int) -> list[str]:
-    rows = requests.get(f"{url}/api/resets", params={"vmid": vmid}, timeout=10).json()["resets"]
+    rows = requests.get(f"{url}/api/resets", params={"vmid": vmid}, timeout=10,
+                        headers=bearer(ADMIN_TOKEN)).json()["resets"]
     return [row["outcome"] for row in rows]
 
 
@@ -55,5 +56,6 @@ def test_a_pause_through_one_replica_holds_every_replica_until_resumed(tmp_path:
             assert "nothing paused" in cli(config, "status").stdout
             wait_for(lambda: (send(other, forged([101], tag="pause")), len(sim.resets(101)) == 1)[1], 30,
                      "the next repeat to reset the guest")
-            rows = requests.get(f"{one.url}/api/resets", params={"outcome": "paused"}, timeout=10).json()["resets"]
+            rows = requests.get(f"{one.url}/api/resets", params={"outcome": "paused"}, timeout=10,
+                                headers=bearer(ADMIN_TOKEN)).json()["resets"]
             assert rows[0]["actor"] == "manual:ann" and "storage maintenance" in rows[0]["reason"]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import responses
 
-from tests.test_webhook_support import FakePve, auth, firing, make_config
+from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config
 from vmhealth.webhook import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def test_killed_between_record_and_act_completes_once_after_restart(database: st
         app.test_client().post("/alerts", json=firing(100), headers=auth())
         assert app.extensions["vmhealth"].worker.drain(30)
         assert pve.resets(100) == 1
-        [row] = app.test_client().get("/api/resets?vmid=100").get_json()["resets"]
+        [row] = app.test_client().get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]
         assert row["outcome"] == "success"
     finally:
         app.extensions["vmhealth"].close()
@@ -135,7 +135,7 @@ def test_killed_after_sending_the_reset_does_not_reset_again(database: str, pve:
         ctx = app.extensions["vmhealth"]
         assert ctx.worker.drain(30)
         assert pve.resets(100) == 0
-        rows = client.get("/api/resets?vmid=100").get_json()["resets"]
+        rows = client.get("/api/resets?vmid=100", headers=auth(ADMIN)).get_json()["resets"]
         attempt = [r for r in rows if r["attempt"] == 1]
         assert len(attempt) == 1 and attempt[0]["outcome"] == "success" and attempt[0]["upid"] == upid
         assert all(r["attempt"] in (None, 1) for r in rows)

@@ -13,6 +13,7 @@ imports this module inside guests.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import logging
 import os
@@ -168,6 +169,9 @@ SCHEMA = Section(
                     "duration", None, doc="poll on the clock, this far into each poll_interval (stagger a pair: "
                     "0s on one replica, half the interval on the other); the first poll waits for its slot"),
                 "api_key": Key("str", None, secret=True, doc="agents' shared key; per-VM keys derive from it"),
+                "read_token": Key(
+                    "str", None, secret=True,
+                    doc="when set, /metrics and the read API need Authorization: Bearer <read_token> (Prometheus)"),
                 "per_vm_keys": Key(
                     "bool", True, doc="only per-VM keys HMAC(api_key, cluster:vmid); false accepts the shared key"),
                 "database_url": Key("url", "sqlite:///vmhealth-exporter.db"),
@@ -186,6 +190,10 @@ SCHEMA = Section(
                 "max_connections_per_address": Key(
                     "int", 64, minimum=1, maximum=10000,
                     doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
+                "auth_failures_per_minute": Key(
+                    "int", 20, minimum=0, maximum=100000,
+                    doc="failed authentications one address may make a minute; past a quarter of them each "
+                        "refusal waits (up to 1s), past all 429 (0: no throttle)"),
                 **_tls_server_keys(),
             }
         ),
@@ -195,11 +203,20 @@ SCHEMA = Section(
                 "token": Key("str", None, secret=True, doc="Alertmanager's bearer token"),
                 "admin_token": Key("str", None, secret=True, doc="manual reset / release"),
                 "viewer_token": Key("str", None, secret=True, doc="read-only: history and the console"),
+                "metrics_token": Key(
+                    "str", None, secret=True,
+                    doc="when set, /metrics needs it (or the viewer or admin token) as a bearer token (Prometheus)"),
+                "public_history": Key(
+                    "bool", False, doc="serve the history without a token (warned about at start)"),
                 "database_url": Key("url", "sqlite:///vmhealth-webhook.db"),
                 "threads": Key("int", 8, minimum=1, maximum=256, doc="gunicorn threads"),
                 "max_connections_per_address": Key(
                     "int", 64, minimum=1, maximum=10000,
                     doc="connections one client address may hold open; more get 503 (raise behind NAT)"),
+                "auth_failures_per_minute": Key(
+                    "int", 20, minimum=0, maximum=100000,
+                    doc="failed authentications one address may make a minute; past a quarter of them each "
+                        "refusal waits (up to 1s), past all 429 (0: no throttle)"),
                 "claim_lease": Key("duration", "5m", doc="a claimed alert not finished by then is taken over"),
                 "history_retention": Key(
                     "duration", "90d", doc="decisions older than this are deleted (at least 1d)"),
@@ -346,6 +363,17 @@ def _check_listen(value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:9747)")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a HOST:PORT listen address is reachable from this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_url(value: str) -> None:
@@ -591,7 +619,8 @@ MIN_SECRET_LENGTH = 16
 
 def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
     """Keys and tokens long enough not to be guessed, and Alertmanager's token no admin token."""
-    for path in ("exporter.api_key", "agent.api_key", "webhook.token", "webhook.admin_token", "webhook.viewer_token"):
+    for path in ("exporter.api_key", "exporter.read_token", "agent.api_key", "webhook.token", "webhook.admin_token",
+                 "webhook.viewer_token", "webhook.metrics_token"):
         section, key = path.split(".")
         value = getattr(getattr(config, section), key)
         if isinstance(value, str) and len(value) < MIN_SECRET_LENGTH:
@@ -606,6 +635,15 @@ def _check_secrets(config: SimpleNamespace, loader: _Loader) -> None:
         same = "webhook.admin_token" if viewer == admin else "webhook.token"
         loader.problem("webhook.viewer_token", f"is the same as {same}: a viewer could then act; give each its "
                        "own secret")
+    metrics = config.webhook.metrics_token
+    if isinstance(metrics, str) and metrics in (token, admin):
+        same = "webhook.admin_token" if metrics == admin else "webhook.token"
+        loader.problem("webhook.metrics_token", f"is the same as {same}: Prometheus could then act; give each its "
+                       "own secret")
+    read = config.exporter.read_token
+    if isinstance(read, str) and read == config.exporter.api_key:
+        loader.problem("exporter.read_token", "is the same as exporter.api_key: a guest holding the shared key "
+                       "could then read the whole fleet; give each its own secret")
 
 
 def _resolve_agent_urls(raw: dict[str, Any], config: SimpleNamespace, loader: _Loader) -> None:

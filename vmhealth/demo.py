@@ -468,5 +468,6 @@ def _print_urls(stack: Any) -> None:
     print(f"  Prometheus alerts  {urls['prometheus']}/alerts\n"
           f"  Alertmanager       {urls['alertmanager']}/#/alerts\n"
           f"  exporter           {urls['exporter']}/api/vms\n"
-          f"  webhook history    {urls['webhook']}/api/resets\n"
+          f"  webhook history    vmhealth history --config {stack.config_path}  (GET {urls['webhook']}/api/resets "
+          "needs the viewer token)\n"
           f"  simulator          https://{stack.sim.host}/_sim/state", flush=True)

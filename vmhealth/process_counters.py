@@ -53,6 +53,16 @@ AUTH_FAILURES = ProcessCounter(
     "Requests refused for a missing or wrong credential, by route and reason (missing, wrong).",
     ("route", "reason"))
 
+AUTH_THROTTLED = ProcessCounter(
+    "vmhealth_http_auth_throttled_total",
+    "Refused authentications slowed down because their address failed repeatedly, by route and result "
+    "(delayed: answered after a pause; refused: 429 with Retry-After).",
+    ("route", "result"))
+
+# Every family above, in the order both servers' /metrics show them.
+PROCESS_COUNTERS = (CONNECTIONS_REFUSED, AUTH_FAILURES, AUTH_THROTTLED)
+
+
 class OncePerMinute:
     """Events counted per key, to be logged at most once a minute per key with how many there were:
     a client that fails a thousand times a second writes one line a minute. Bounded: past `max_keys`

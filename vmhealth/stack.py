@@ -37,6 +37,9 @@ from vmhealth.processes import free_port, stop_process, wait_for
 AGENT_KEY = "demo-agent-shared-key"
 WEBHOOK_TOKEN = "demo-webhook-token"
 ADMIN_TOKEN = "demo-admin-token"
+VIEWER_TOKEN = "demo-viewer-token"  # the history, as `vmhealth history` and the console read it
+READ_TOKEN = "demo-exporter-read-token"  # Prometheus' credential for the exporter's /metrics and read API
+METRICS_TOKEN = "demo-webhook-metrics-token"  # Prometheus' credential for the webhook's /metrics
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class StackSettings:
     prometheus_args: list[str] = field(default_factory=list)  # extra flags (`--rules.alert.resend-delay=5s`)
     tls: StackTLS | None = None  # the exporter and the webhook over mutual TLS
     scrape_jobs: list[dict[str, Any]] = field(default_factory=list)  # extra Prometheus jobs
+    # exporter.read_token and webhook.metrics_token set, and sent by Prometheus (`Stack.read_headers`)
+    read_tokens: bool = False
 
 
 DEMO_POLICY: dict[str, Any] = {
@@ -243,6 +248,17 @@ class Stack:
 
         return derive_vm_key(AGENT_KEY, self.cluster, vmid)
 
+    @property
+    def viewer_token(self) -> str:
+        """The webhook's viewer token: the stack's own, or the one the settings give it."""
+        return str(self.settings.webhook.get("viewer_token", VIEWER_TOKEN))
+
+    def read_headers(self, component: str) -> dict[str, str]:
+        """The headers that read the exporter's or the webhook's /metrics (and the exporter's API)."""
+        if not self.settings.read_tokens:
+            return {}
+        return {"Authorization": f"Bearer {READ_TOKEN if component == 'exporter' else METRICS_TOKEN}"}
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         """A Prometheus instant query's result vector."""
         reply = requests.get(f"{self.urls['prometheus']}/api/v1/query", params={"query": expr}, timeout=10)
@@ -258,7 +274,8 @@ class Stack:
     def resets(self, vmid: int | None = None) -> list[dict[str, Any]]:
         """The webhook's history rows, newest first."""
         params = {"vmid": vmid} if vmid is not None else {}
-        reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10, **self.client_options)
+        reply = requests.get(f"{self.urls['webhook']}/api/resets", params=params, timeout=10,
+                             headers={"Authorization": f"Bearer {self.viewer_token}"}, **self.client_options)
         reply.raise_for_status()
         return reply.json()["resets"]
 
@@ -310,6 +327,8 @@ def _build(stack: Stack, exporter_ports: list[int]) -> None:
 
     token_file = workdir / "webhook-token"
     token_file.write_text(WEBHOOK_TOKEN)
+    for name, secret in (("exporter-read-token", READ_TOKEN), ("webhook-metrics-token", METRICS_TOKEN)):
+        (workdir / name).write_text(secret)
     config = {
         "clusters": [{**stack.sim.cluster_config(), **s.cluster}],
         "thresholds": {"stale_timeout": s.stale_timeout, "io_window": s.io_window, **s.thresholds},
@@ -317,10 +336,14 @@ def _build(stack: Stack, exporter_ports: list[int]) -> None:
                      "api_key": AGENT_KEY, "database_url": f"sqlite:///{workdir / 'exporter.db'}",
                      "flush_interval": "1s", **(s.tls.server_keys() if s.tls else {}), **s.exporter},
         "webhook": {"listen": f"127.0.0.1:{webhook_ports[0]}", "token": WEBHOOK_TOKEN, "admin_token": ADMIN_TOKEN,
+                    "viewer_token": VIEWER_TOKEN,
                     "database_url": s.database_url or f"sqlite:///{workdir / 'webhook.db'}",
                     "prometheus_url": f"http://127.0.0.1:{prometheus_port}",
                     "policy": {**DEMO_POLICY, **s.policy}, **(s.tls.server_keys() if s.tls else {}), **s.webhook},
     }
+    if s.read_tokens:
+        config["exporter"]["read_token"] = READ_TOKEN
+        config["webhook"]["metrics_token"] = METRICS_TOKEN
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # the caller's VMHEALTH_* switches (CI's, say) are not configuration for the programs under test
@@ -387,12 +410,15 @@ def write_scaled_rules(source: Path, target: Path, scale: float) -> Path:
     return target
 
 
-def scrape_security(s: StackSettings) -> dict[str, Any]:
+def scrape_security(s: StackSettings, credentials_file: Path | None = None) -> dict[str, Any]:
     """What a job scraping the exporter or the webhook needs besides its targets: the scheme and
-    `tls_config` (and, where reads need a credential, its `authorization` or `basic_auth`)."""
-    if s.tls is None:
-        return {}
-    return {"scheme": "https", "tls_config": s.tls.client_config()}
+    `tls_config`, and with `read_tokens` the `authorization` read from `credentials_file`."""
+    security: dict[str, Any] = {}
+    if s.tls is not None:
+        security.update(scheme="https", tls_config=s.tls.client_config())
+    if s.read_tokens and credentials_file is not None:
+        security["authorization"] = {"type": "Bearer", "credentials_file": str(credentials_file)}
+    return security
 
 
 def targets(urls: list[str]) -> list[dict[str, Any]]:
@@ -406,8 +432,10 @@ def prometheus_config(s: StackSettings, stack: Stack, rules: list[Path]) -> dict
         "rule_files": [str(rule) for rule in rules],
         "alerting": {"alertmanagers": [{"static_configs": targets(stack.alertmanager_urls)}]},
         "scrape_configs": [
-            {"job_name": "vmhealth-exporter", "static_configs": targets(stack.exporter_urls), **scrape_security(s)},
-            {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls), **scrape_security(s)},
+            {"job_name": "vmhealth-exporter", "static_configs": targets(stack.exporter_urls),
+             **scrape_security(s, stack.workdir / "exporter-read-token")},
+            {"job_name": "vmhealth-webhook", "static_configs": targets(stack.webhook_urls),
+             **scrape_security(s, stack.workdir / "webhook-metrics-token")},
             *s.scrape_jobs,
         ],
     }

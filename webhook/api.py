@@ -23,7 +23,7 @@ from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
 from vmhealth.webhook import pauses
-from vmhealth.webhook.auth import require_admin
+from vmhealth.webhook.auth import require_admin, require_history, require_reader
 from vmhealth.webhook.payload import AlertEvent
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -173,10 +173,10 @@ def close_incident(vmid: int) -> tuple[Any, int]:
 
 
 def _pause_scope(body: dict[str, Any]) -> tuple[str, tuple[Any, int] | None]:
-    """The body's `cluster` (a configured one) or the whole fleet when it has none."""
-    cluster = body.get("cluster")
-    if cluster is None:
+    """The body's `cluster` (a configured one) or the whole fleet when it has none (null is no cluster's name)."""
+    if "cluster" not in body:
         return pauses.FLEET, None
+    cluster = body["cluster"]
     names = [c.name for c in current_app.config["VMHEALTH"].clusters]
     if not isinstance(cluster, str) or cluster not in names:
         return "", (jsonify({"success": False, "error": f"cluster: {str(cluster)[:80]!r} is not configured "
@@ -213,6 +213,7 @@ def _pause_request(paused: bool) -> tuple[Any, int]:
 
 
 @bp.get("/remediation")
+@require_reader
 def remediation_state() -> tuple[Any, int]:
     """The brakes in force: kill switch, dry-run and the runtime pauses."""
     ctx = current_app.extensions["vmhealth"]
@@ -246,6 +247,7 @@ def set_pause(ctx: Any, scope: str, who: str, reason: str, paused: bool) -> tupl
 
 
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/reset-history")
+@require_history
 def reset_history(vmid: int) -> tuple[Any, int]:
     """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
     ctx = current_app.extensions["vmhealth"]
@@ -260,6 +262,7 @@ def reset_history(vmid: int) -> tuple[Any, int]:
 
 
 @bp.get("/resets")
+@require_history
 def resets() -> tuple[Any, int]:
     """Paginated history, newest first: `next` is the `before` of the following page."""
     ctx = current_app.extensions["vmhealth"]

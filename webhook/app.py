@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from vmhealth import openapi
+from vmhealth.config import is_loopback
+from vmhealth.httpauth import install_throttle
 from vmhealth.webhook import pauses
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
@@ -65,6 +67,16 @@ class WebhookContext:
         self.store.engine.dispose()
 
 
+def _warn_open_reads(config: SimpleNamespace) -> None:
+    """One line each for what anyone who can reach the webhook may read without a token."""
+    if config.webhook.public_history:
+        log.warning("webhook.public_history is true: anyone who can reach %s reads the whole remediation history "
+                    "(guest names, nodes, every refusal's detail) without a token", config.webhook.listen)
+    if not config.webhook.metrics_token and not is_loopback(config.webhook.listen):
+        log.warning("the webhook listens on %s beyond loopback and /metrics needs no token: set "
+                    "webhook.metrics_token and give it to Prometheus", config.webhook.listen)
+
+
 def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = True, task_poll_interval: float = 1.0,
                settle: float = 5.0, worker_poll: float = 2.0) -> Flask:
     """The WSGI app. `config` None loads --config/$VMHEALTH_CONFIG and the environment (for gunicorn).
@@ -89,6 +101,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     else:
         log.warning("neither webhook.prometheus_url nor webhook.exporter_urls is set: an alert is trusted alone, "
                     "without checking the guest's heartbeat before a reset")
+    _warn_open_reads(config)
     lease = float(config.webhook.claim_lease)
     size = int(config.webhook.policy.max_concurrent_actions)
     worker = Worker(store, remediator, size, lease, poll=worker_poll) if start_worker else None
@@ -100,6 +113,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     app.config["VMHEALTH"] = config
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["vmhealth"] = ctx
+    install_throttle(app, config.webhook.auth_failures_per_minute)
 
     from vmhealth.webhook import alerts, api, console, console_session, guest_metrics, metrics_view
 

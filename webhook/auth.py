@@ -1,53 +1,62 @@
-"""Bearer tokens: Alertmanager's for /alerts, the admin's for resets and releases, the viewer's for reading."""
+"""Who may do what on the webhook: Alertmanager's token for /alerts, the admin's for resets and
+releases, the viewer's (or the admin's) for reading (the history also without a token with
+webhook.public_history), and, when set, webhook.metrics_token for /metrics.
+
+Every refusal but Alertmanager's is slowed down when its address keeps failing (`vmhealth.auth_throttle`);
+Alertmanager does not retry a 429, so /alerts only counts its failures.
+"""
 
 from __future__ import annotations
 
-import hmac
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import current_app
 
-from vmhealth.process_counters import auth_failed
+from vmhealth.httpauth import refused, token_ok, unauthorized
 
-_CONVERTER = re.compile(r"<(?:[^:>]+:)?([^>]+)>")  # /vms/<int(min=1):vmid>/reset -> /vms/<vmid>/reset
-
-
-def bearer_ok(expected: str | None) -> bool:
-    """Constant-time comparison of the request's `Authorization: Bearer` token with `expected`."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not expected or scheme.lower() != "bearer" or not token:
-        return False
-    return hmac.compare_digest(token.strip().encode(), expected.encode())
+__all__ = ["bearer_ok", "reader_ok", "refused", "require_admin", "require_history", "require_metrics",
+           "require_reader"]
+REALM = "vmhealth-webhook"
+bearer_ok = token_ok  # the name the routes and the console use
 
 
-def refused(what: str) -> None:
-    """Count and log (rate-limited) a request refused for its credential: missing or wrong."""
-    reason = "missing" if not request.headers.get("Authorization") else "wrong"
-    route = _CONVERTER.sub(r"<\1>", request.url_rule.rule) if request.url_rule else request.path
-    auth_failed(f"{request.method} {route}", reason, request.remote_addr, f"{reason} {what}")
+def _guarded(allowed: Callable[[], bool], what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A view decorator: 401 (or 429) unless `allowed()`."""
 
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not allowed():
+                return unauthorized(what, REALM)
+            return view(*args, **kwargs)
 
-def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
-    """401 unless the request carries webhook.admin_token."""
+        return wrapper
 
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not bearer_ok(current_app.config["VMHEALTH"].webhook.admin_token):
-            refused("admin token")
-            response = jsonify({"success": False, "error": "missing or wrong admin token (Authorization: Bearer)"})
-            response.status_code = 401
-            response.headers["WWW-Authenticate"] = 'Bearer realm="vmhealth-webhook"'
-            return response
-        return view(*args, **kwargs)
-
-    return wrapper
+    return decorate
 
 
 def reader_ok() -> bool:
     """The request carries the viewer token or the admin token: either may read."""
     webhook = current_app.config["VMHEALTH"].webhook
-    return bearer_ok(webhook.viewer_token) or bearer_ok(webhook.admin_token)
+    return token_ok(webhook.viewer_token) or token_ok(webhook.admin_token)
+
+
+def _admin_ok() -> bool:
+    return token_ok(current_app.config["VMHEALTH"].webhook.admin_token)
+
+
+def _history_ok() -> bool:
+    return bool(current_app.config["VMHEALTH"].webhook.public_history) or reader_ok()
+
+
+def _metrics_ok() -> bool:
+    token = current_app.config["VMHEALTH"].webhook.metrics_token
+    return not token or token_ok(token) or reader_ok()
+
+
+require_admin = _guarded(_admin_ok, "admin token")
+require_reader = _guarded(reader_ok, "viewer or admin token")
+require_history = _guarded(_history_ok, "viewer or admin token")
+require_metrics = _guarded(_metrics_ok, "metrics, viewer or admin token")

@@ -42,6 +42,11 @@ def tls_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def reader_token(config: SimpleNamespace) -> str | None:
+    """The token to read with: the viewer's where there is one (reading needs no power to act), else the admin's."""
+    return config.webhook.viewer_token or config.webhook.admin_token
+
+
 def call(method: str, url: str, token: str | None, timeout: float, **kwargs: Any) -> tuple[int, Any]:
     """(status, JSON body); exits 1 with one line when the webhook cannot be reached."""
     import requests

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
-from vmhealth.process_counters import auth_failed
+from vmhealth.httpauth import failed
 from vmhealth.textformat import utf8_text
 from vmhealth.webhook import console_session, fleet_view, pauses, remediation_view
 from vmhealth.webhook.api import MAX_VMID, action_json, manual_reset, parse_since, set_pause
@@ -115,7 +115,12 @@ def login_post() -> Any:
     token, who = request.form.get("token", ""), request.form.get("who", "").strip()
     role = console_session.role_of(token) if token else None
     if role is None:
-        auth_failed("POST /ui/login", "wrong" if token else "missing", request.remote_addr, "console login")
+        # counted, and slowed down (then 429) for an address that keeps failing; the right token never is
+        retry_after = failed("console login", "POST /ui/login", "wrong" if token else "missing")
+        if retry_after:
+            return render_template("console/login.html", next=target,
+                                   error=f"Too many failed logins from your address: try again in {retry_after}s."
+                                   ), 429, {"Retry-After": str(retry_after)}
         time.sleep(console_session.FAILED_LOGIN_DELAY)
         return render_template("console/login.html", next=target,
                                error="That token is neither the admin token nor the viewer token."), 401

@@ -24,7 +24,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 COOKIE = "vmhealth_console"
 ROLES = ("viewer", "admin")
-FAILED_LOGIN_DELAY = 1.0  # seconds a wrong token waits for its answer
+FAILED_LOGIN_DELAY = 1.0  # seconds a wrong token waits for its answer (more when its address keeps failing)
 EXPIRED = "Your session has expired: log in again."
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from vmhealth.webhook.api import MAX_VMID, configured_cluster
-from vmhealth.webhook.auth import reader_ok, refused
+from vmhealth.webhook.auth import require_reader
 from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
 
 bp = Blueprint("guest_metrics", __name__, url_prefix="/api")
@@ -30,10 +30,8 @@ SERIES = {
 
 
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/metrics")
+@require_reader
 def guest_metrics(vmid: int) -> tuple[Any, int]:
-    if not reader_ok():
-        refused("viewer or admin token")
-        return jsonify({"error": "missing or wrong viewer or admin token (Authorization: Bearer)"}), 401
     url = current_app.config["VMHEALTH"].webhook.prometheus_url
     if not url:
         return jsonify({"error": "webhook.prometheus_url is not set: the metrics are read from Prometheus"}), 503

@@ -40,7 +40,8 @@ class HeartbeatReader:
     """Reads heartbeat ages from Prometheus, or else from the exporters; `None` source: nothing to read."""
 
     def __init__(self, prometheus_url: str | None, exporter_urls: list[str], timeout: float = TIMEOUT_SECONDS,
-                 ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None):
+                 ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None,
+                 exporter_token: str | None = None):
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.exporter_urls = [url.rstrip("/") for url in exporter_urls]
         self.timeout = timeout
@@ -48,6 +49,7 @@ class HeartbeatReader:
         self.prometheus = PrometheusAPI(self.prometheus_url or "", timeout)
         # for the exporters, per request (requests lets REQUESTS_CA_BUNDLE override a session's verify)
         self.tls: dict[str, Any] = {"verify": ca_bundle or True, "cert": client_cert}
+        self.exporter_headers = {"Authorization": f"Bearer {exporter_token}"} if exporter_token else {}
 
     @property
     def configured(self) -> bool:
@@ -90,7 +92,7 @@ class HeartbeatReader:
         for url in self.exporter_urls:
             try:
                 reply = self.session.get(f"{url}/api/vms/{vmid}", params={"cluster": cluster}, timeout=self.timeout,
-                                         **self.tls)
+                                         headers=self.exporter_headers, **self.tls)
                 if reply.status_code == 404:
                     answered = True
                     continue

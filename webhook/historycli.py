@@ -72,17 +72,19 @@ def _number(value: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, print_json, tls_options
+    from vmhealth.webhook.client import base_url, call, print_json, reader_token, tls_options
 
     config = load_config_or_exit(args, ())
     params: dict[str, Any] = {"limit": args.limit}
     for key in ("vmid", "since", "outcome", "cluster"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", None, args.timeout, params=params,
+    token = reader_token(config)
+    status, body = call("GET", f"{base_url(config, args.url)}/api/resets", token, args.timeout, params=params,
                         **tls_options(args))
     if status != 200:
-        print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}")
+        hint = " (give webhook.viewer_token or webhook.admin_token in --config)" if status == 401 and not token else ""
+        print(f"vmhealth: history unavailable (HTTP {status}): {body.get('error')}{hint}")
         return 1
     if args.json:
         print_json(body)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vmhealth.process_counters import AUTH_FAILURES, CONNECTIONS_REFUSED
+from vmhealth.process_counters import PROCESS_COUNTERS
 
 
 class WebhookMetrics:
@@ -62,7 +62,7 @@ class _ProcessCounters(Collector):
 
     def collect(self) -> Iterable[Metric]:
         families = []
-        for counter in (CONNECTIONS_REFUSED, AUTH_FAILURES):
+        for counter in PROCESS_COUNTERS:
             family = CounterMetricFamily(counter.family.removesuffix("_total"), counter.help, labels=counter.labels)
             for values, value in sorted(counter.snapshot().items()):
                 family.add_metric(list(values), value)

@@ -1,14 +1,18 @@
-"""GET /metrics: the webhook's own series, for Prometheus (job `vmhealth-webhook`)."""
+"""GET /metrics: the webhook's own series, for Prometheus (job `vmhealth-webhook`); with
+webhook.metrics_token set, only for that bearer token (or the viewer's or admin's)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from vmhealth.webhook.auth import require_metrics
+
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
+@require_metrics
 def metrics() -> Response:
     ctx = current_app.extensions["vmhealth"]
     return Response(generate_latest(ctx.metrics.registry), mimetype=CONTENT_TYPE_LATEST)

@@ -71,7 +71,7 @@ class Remediator:
         hook = config.webhook
         client_cert = (hook.client_cert_file, hook.client_key_file) if hook.client_cert_file else None
         self.heartbeats = HeartbeatReader(hook.prometheus_url, hook.exporter_urls, ca_bundle=hook.ca_bundle,
-                                          client_cert=client_cert)
+                                          client_cert=client_cert, exporter_token=config.exporter.read_token)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
         self.resources = NotificationReads()
@@ -187,6 +187,14 @@ class Remediator:
             return Skip("cooldown", f"touched {now - last.at:.0f}s ago by an earlier incident"), last.at + p.cooldown
         return None
 
+    def _limits(self, in_flight: int, last_hour: int) -> Skip | None:
+        """The fleet-wide limits: judged first from a plain read, and again inside the claim (atomically)."""
+        p = self.policy
+        skip = policy.check_rate(last_hour, p.max_actions_per_hour)
+        if skip is None and in_flight >= p.max_concurrent_actions:
+            skip = Skip("busy", f"{p.max_concurrent_actions} actions already in flight")
+        return skip
+
     def _decide(self, event: AlertEvent, incident: Incident, base: Action, now: float) -> Decision:
         p = self.policy
         cluster, vmid = incident.cluster, incident.vmid
@@ -195,9 +203,7 @@ class Remediator:
                                 lambda: pauses.paused(self.store, cluster))
         if refusal is not None:
             return self._skip(base, refusal[0], incident, refusal[1])
-        skip = policy.check_rate(self.store.actions_since(now - 3600), p.max_actions_per_hour)
-        if skip is None and self.store.in_flight() >= p.max_concurrent_actions:
-            skip = Skip("busy", f"{p.max_concurrent_actions} actions already in flight")
+        skip = self._limits(self.store.in_flight(), self.store.actions_since(now - 3600))
         if skip is not None:
             return self._skip(base, skip, incident)
         client = self.clients[cluster]
@@ -313,10 +319,13 @@ class Remediator:
         p = self.policy
         attempt = incident.attempts + 1
         next_at = now + policy.cooldown_after(attempt, p.cooldown, p.max_cooldown)
-        row = self.store.claim_attempt(incident, now, next_at, base)
+        row = self.store.claim_attempt(incident, now, next_at, base, self._limits)
         if row is None:
             return Decision("claimed-elsewhere", "another worker took this attempt", base.name, incident.attempts,
                             None)
+        if isinstance(row, Skip):  # another replica's claims filled the slots since the check in _decide
+            base.action = ""
+            return self._skip(base, row, incident)
         action = base.action
         acted_at = time.time()
         self.metrics.latency.observe(max(acted_at - (event.received_at or acted_at), 0.0))

@@ -1,5 +1,6 @@
 """Pause or resume automatic remediation at runtime, or show the brakes in force, through the running
-webhook (POST /api/remediation/pause|resume with the admin token, GET /api/remediation).
+webhook (POST /api/remediation/pause|resume with the admin token, GET /api/remediation with the viewer
+or the admin token).
 
     vmhealth remediation pause --reason "storage maintenance"       # every cluster
     vmhealth remediation pause --cluster lab --reason "..."          # one cluster
@@ -28,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
     import getpass
 
     from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call
+    from vmhealth.webhook.client import base_url, call, reader_token
 
     config = load_config_or_exit(args, ())
     url = f"{base_url(config, args.url)}/api/remediation"
     if args.action == "status":
-        status, body = call("GET", url, None, args.timeout)
+        status, body = call("GET", url, reader_token(config), args.timeout)
         if status != 200:
             print(f"vmhealth: the webhook answered HTTP {status}: {body.get('error')}")
             return 1

@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
 from vmhealth.webhook.payload import AlertEvent as Alert
 from vmhealth.webhook.payload import parse_time
+from vmhealth.webhook.policy import Skip
 
+CLAIM_LOCK_KEY = 0x766D6865616C7468  # "vmhealth": the PostgreSQL advisory lock that serialises attempt claims
 READ = -1.0  # the _BEGIN mode of a read-only session: a plain (deferred) BEGIN
 RECORD_BUSY_SECONDS = 5.0  # how long recording a notification waits for SQLite's write lock
 WRITE_BUSY_SECONDS = 30.0  # other writes (the worker's, migrations): nobody waits for them
@@ -379,9 +381,18 @@ class Store:
                                          outcome="closed:expired", reason=reason))
         return closed
 
-    def claim_attempt(self, incident: Incident, now: float, next_at: float, row: Action) -> Action | None:
-        """Own attempt `incident.attempts + 1`: bump the counter if nobody did, and write its row first."""
+    def claim_attempt(self, incident: Incident, now: float, next_at: float, row: Action,
+                      limits: Callable[[int, int], Skip | None] | None = None) -> Action | Skip | None:
+        """Own attempt `incident.attempts + 1`: bump the counter if nobody did, and write its row first.
+
+        `limits(in_flight, last_hour)` judges the fleet-wide limits inside the claim, with every replica's
+        claims serialised (an advisory lock on PostgreSQL, the write lock on SQLite): a Skip from it is
+        returned and nothing is claimed, so two replicas together never exceed max_concurrent_actions."""
         with self.tx() as session:
+            if limits is not None:
+                skip = limits(*self._slots_in(session, now))
+                if skip is not None:
+                    return skip
             won = session.execute(update(Incident).where(
                 Incident.id == incident.id, Incident.state == "open", Incident.attempts == incident.attempts,
                 or_(Incident.next_attempt_at.is_(None), Incident.next_attempt_at <= now),
@@ -397,6 +408,15 @@ class Store:
             except IntegrityError:
                 raise RuntimeError("attempt row exists although the counter was free") from None
         return row
+
+    def _slots_in(self, session: Session, now: float) -> tuple[int, int]:
+        """(actions in flight, actions in the last hour) of every replica, read after taking the claim lock."""
+        if self.postgres:
+            session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+        in_flight = session.scalar(select(func.count()).select_from(Action).where(Action.outcome == "pending"))
+        last_hour = session.scalar(select(func.count()).select_from(Action).where(
+            Action.attempt.is_not(None), Action.at >= now - 3600))
+        return int(in_flight or 0), int(last_hour or 0)
 
     def interrupted_incidents(self, older_than: float) -> list[Incident]:
         """Incidents, open or closed, with an attempt still pending since before `older_than`."""
