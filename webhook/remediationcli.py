@@ -29,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
     import getpass
 
     from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, reader_token
+    from vmhealth.webhook.client import base_url, call, reader_token, tls_options
 
     config = load_config_or_exit(args, ())
     url = f"{base_url(config, args.url)}/api/remediation"
     if args.action == "status":
-        status, body = call("GET", url, reader_token(config), args.timeout)
+        status, body = call("GET", url, reader_token(config), args.timeout, **tls_options(args))
         if status != 200:
             print(f"vmhealth: the webhook answered HTTP {status}: {body.get('error')}")
             return 1
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     body = {"actor": args.actor or getpass.getuser(), **({"reason": args.reason} if args.reason else {}),
             **({"cluster": args.cluster} if args.cluster else {})}
-    status, answer = call("POST", f"{url}/{args.action}", config.webhook.admin_token, args.timeout, json=body)
+    status, answer = call("POST", f"{url}/{args.action}", config.webhook.admin_token, args.timeout, json=body,
+                          **tls_options(args))
     if answer.get("success"):
         print(answer.get("message"))
         return 0
