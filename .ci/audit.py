@@ -12,8 +12,10 @@ as does any advisory and an unreachable PyPI. Nothing is skipped silently.
 
 Known vulnerabilities that do not apply are ignored by id in IGNORED, each with its reason. A
 package that another installed package (itself at its latest release) caps below its latest release
-cannot be upgraded, so it cannot be audited this way either: it passes only when HELD_BACK names it
-with its reason and the cap is still there; once the holder lifts the cap the entry stops applying.
+cannot be upgraded, so it cannot be audited this way either; nor can a package whose latest release
+requires a version of another project that no release of it satisfies (uninstallable anywhere). Such
+a package passes only when HELD_BACK names it with its reason and the cap, or the unsatisfiable
+requirement, is still there; once it is lifted the entry stops applying.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ IGNORED: dict[str, str] = {}  # advisory id -> why it does not apply to vmhealth
 HELD_BACK: dict[str, str] = {
     "jsonschema-rs": "test only: schemathesis's JSON Schema validator (tests/test_openapi.py); "
                      "no part of vmhealth installs or imports it",
+    "selenium": "test only: drives Debian's chromium in the console's browser tests (tests/browser_support.py); "
+                "no part of vmhealth installs or imports it",
 }
 PROJECT = "vmhealth"
 
@@ -85,6 +89,26 @@ def holder(name: str, latest: str, current: set[str]) -> str | None:
     return None
 
 
+def _project(name: str) -> dict:
+    with urllib.request.urlopen(PYPI.format(name=name), timeout=30) as reply:
+        return json.load(reply)
+
+
+def unsatisfiable(name: str) -> str | None:
+    """A requirement of `name`'s latest release that no release of the required project satisfies, if any."""
+    for line in _project(name)["info"].get("requires_dist") or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        releases = [v for v, files in _project(requirement.name)["releases"].items() if files]
+        if not list(requirement.specifier.filter(releases, prereleases=True)):
+            return str(requirement)
+    return None
+
+
 def latest_advisories(name: str) -> tuple[str, str, list[dict]]:
     """(name, latest version, advisories of the latest version) from PyPI's project JSON."""
     with urllib.request.urlopen(PYPI.format(name=name), timeout=30) as reply:
@@ -105,6 +129,9 @@ def fallback() -> int:
     for name, latest, advisories in answers:
         if packages[name] != latest:
             capped_by = holder(name, latest, current) if canonical(name) in HELD_BACK else None
+            if canonical(name) in HELD_BACK and not capped_by:
+                needs = unsatisfiable(name)
+                capped_by = f"its latest release, which requires {needs} that no release satisfies" if needs else None
             if capped_by:
                 held.append(f"{name} {packages[name]} (latest {latest}, capped by {capped_by}: "
                             f"{HELD_BACK[canonical(name)]})")

@@ -83,6 +83,13 @@ def wait_page(chrome: Any, url: str, check: Any, seconds: float, what: str) -> N
         time.sleep(2)
 
 
+def loaded(chrome: Any) -> None:
+    """Wait until the page that replaced the last one has loaded (after a redirect, too)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(chrome, 20).until(lambda c: c.execute_script("return document.readyState") == "complete")
+
+
 def submit(chrome: Any, selector: str) -> None:
     """Click a button that submits its form, and wait for the next page."""
     from selenium.webdriver.support import expected_conditions
@@ -91,6 +98,7 @@ def submit(chrome: Any, selector: str) -> None:
     old = chrome.find_element("tag name", "html")
     by_css(chrome, selector)[0].click()
     WebDriverWait(chrome, 20).until(expected_conditions.staleness_of(old))
+    loaded(chrome)
 
 
 def log_in(chrome: Any, stack: Stack, token: str, who: str = "") -> None:
@@ -123,6 +131,7 @@ def post_form(chrome: Any, action: str, fields: dict[str, str]) -> None:
         }
         document.body.appendChild(form); form.submit();""", action, fields)
     WebDriverWait(chrome, 20).until(expected_conditions.staleness_of(old))
+    loaded(chrome)
 
 
 def test_a_wrong_token_is_refused_after_a_delay_and_the_right_one_logs_in(stack: Stack, chrome: Any,
