@@ -65,9 +65,20 @@ def test_a_package_behind_its_latest_release_cannot_be_audited_and_fails(
     assert "flask 3.1.0 (latest 3.2.0)" in capsys.readouterr().out
 
 
+def projects(flask_needs: list[str], werkzeug_releases: list[str]) -> Any:
+    """PyPI's project JSON: flask's latest release requires `flask_needs`; werkzeug has these releases."""
+    def project(name: str) -> dict[str, Any]:
+        if name == "flask":
+            return {"info": {"requires_dist": flask_needs}, "releases": {}}
+        return {"info": {}, "releases": {v: [{"filename": "x.whl"}] for v in werkzeug_releases}}
+
+    return project
+
+
 def held_back(audit: ModuleType, monkeypatch: pytest.MonkeyPatch, cap: str, listed: bool) -> None:
     """flask 3.1.0 installed, 3.2.0 the latest; requests (at its latest) requires flask`cap`."""
     monkeypatch.setattr(audit, "latest_advisories", pypi({"flask": ("3.2.0", []), "requests": ("2.34.2", [])}))
+    monkeypatch.setattr(audit, "_project", projects(["Werkzeug>=3.1"], ["3.1.0"]))
     monkeypatch.setattr(audit, "requirements",
                         lambda name: [f"Flask{cap}", "pytest; extra == 'test'"] if name == "requests" else [])
     monkeypatch.setattr(audit, "HELD_BACK", {"flask": "test only"} if listed else {})
@@ -92,6 +103,17 @@ def test_a_held_back_package_fails_once_the_cap_is_gone(audit: ModuleType, monke
 def test_a_capped_package_not_listed_still_fails(audit: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     held_back(audit, monkeypatch, "<3.2", listed=False)
     assert audit.fallback() == 1
+
+
+def test_a_listed_package_whose_latest_release_cannot_be_installed_is_held_back(
+        audit: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    held_back(audit, monkeypatch, ">=3.1", listed=True)
+    monkeypatch.setattr(audit, "_project", projects(["Werkzeug>=3.2", "pytest; extra == 'test'"], ["3.1.0", "3.1.1"]))
+    assert audit.fallback() == 0
+    assert ("flask 3.1.0 (latest 3.2.0, capped by its latest release, which requires werkzeug>=3.2 that no release "
+            "satisfies: test only)") in capsys.readouterr().out.replace("Werkzeug", "werkzeug")
+    monkeypatch.setattr(audit, "_project", projects(["Werkzeug>=3.2"], ["3.1.0", "3.2.0"]))
+    assert audit.fallback() == 1  # once the requirement can be met, the package must be upgraded
 
 
 def test_unreachable_advisory_data_fails_loudly(audit: ModuleType, monkeypatch: pytest.MonkeyPatch,
