@@ -83,22 +83,31 @@ def wait_page(chrome: Any, url: str, check: Any, seconds: float, what: str) -> N
         time.sleep(2)
 
 
-def loaded(chrome: Any) -> None:
-    """Wait until the page that replaced the last one has loaded (after a redirect, too)."""
+def replaced(chrome: Any, old: Any) -> None:
+    """Wait until the document `old` belonged to is gone and the next one (after any redirect) has loaded.
+
+    A node of a document being replaced answers chromedriver with StaleElementReference or, mid-way,
+    with "Node with given id does not belong to the document": either means it is gone."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(chrome, 20).until(lambda c: c.execute_script("return document.readyState") == "complete")
+    def gone(_: Any) -> bool:
+        try:
+            old.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(chrome, 20).until(gone)
+    WebDriverWait(chrome, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda c: c.execute_script("return document.readyState") == "complete")
 
 
 def submit(chrome: Any, selector: str) -> None:
     """Click a button that submits its form, and wait for the next page."""
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
     old = chrome.find_element("tag name", "html")
     by_css(chrome, selector)[0].click()
-    WebDriverWait(chrome, 20).until(expected_conditions.staleness_of(old))
-    loaded(chrome)
+    replaced(chrome, old)
 
 
 def log_in(chrome: Any, stack: Stack, token: str, who: str = "") -> None:
@@ -119,9 +128,6 @@ def confirm(chrome: Any) -> str:
 
 def post_form(chrome: Any, action: str, fields: dict[str, str]) -> None:
     """Submit a form the page does not offer (what a forged or replayed request would do)."""
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
     old = chrome.find_element("tag name", "html")
     chrome.execute_script("""
         const form = document.createElement('form'); form.method = 'post'; form.action = arguments[0];
@@ -130,8 +136,7 @@ def post_form(chrome: Any, action: str, fields: dict[str, str]) -> None:
             input.value = value; form.appendChild(input);
         }
         document.body.appendChild(form); form.submit();""", action, fields)
-    WebDriverWait(chrome, 20).until(expected_conditions.staleness_of(old))
-    loaded(chrome)
+    replaced(chrome, old)
 
 
 def test_a_wrong_token_is_refused_after_a_delay_and_the_right_one_logs_in(stack: Stack, chrome: Any,
