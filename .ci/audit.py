@@ -74,16 +74,23 @@ def requirements(name: str) -> list[str]:
     return requires(name) or []
 
 
+def applicable(lines: list[str]) -> list[Requirement]:
+    """The requirements among Requires-Dist `lines` that apply without extras."""
+    found = []
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            found.append(requirement)
+    return found
+
+
 def holder(name: str, latest: str, current: set[str]) -> str | None:
     """The installed package at its latest release that requires `name` below `latest`, if any."""
     for other in sorted(current):
-        for line in requirements(other):
-            try:
-                requirement = Requirement(line)
-            except InvalidRequirement:
-                continue
-            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
-                continue
+        for requirement in applicable(requirements(other)):
             if canonical(requirement.name) == canonical(name) and latest not in requirement.specifier:
                 return other
     return None
@@ -96,13 +103,7 @@ def _project(name: str) -> dict:
 
 def unsatisfiable(name: str) -> str | None:
     """A requirement of `name`'s latest release that no release of the required project satisfies, if any."""
-    for line in _project(name)["info"].get("requires_dist") or []:
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
-            continue
+    for requirement in applicable(_project(name)["info"].get("requires_dist") or []):
         releases = [v for v, files in _project(requirement.name)["releases"].items() if files]
         if not list(requirement.specifier.filter(releases, prereleases=True)):
             return str(requirement)
