@@ -25,63 +25,20 @@ import pytest
 import yaml
 
 from tests.conftest import binary
+from tests.helpers.compose_file import (
+    COMPOSE_FILE,
+    ENV_FILES,
+    ROOT,
+    SECRETS_DIR,
+    VMHEALTH_SERVICES,
+    compose,
+    interpolate,
+    read_env_file,
+    services,
+    started_config,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-ENV_FILES = {"example": ROOT / ".env.example", "demo": ROOT / "deploy/compose/demo.env"}
 SCHEMA = json.loads((ROOT / "tests/data/compose-spec.json").read_text())
-VMHEALTH_SERVICES = {"exporter": "exporter", "exporter-b": "exporter", "webhook": "webhook"}  # -> component
-SECRETS_DIR = "/run/secrets/"
-_INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as Compose reads a .env file (comments after ` #` on a line are left out)."""
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = re.sub(r"\s+#.*$", "", value).strip()
-    return values
-
-
-def interpolate(value: Any, env: dict[str, str], used: set[str]) -> Any:
-    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `$$` over a parsed file."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, env, used) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, env, used) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("name") or match.group("bare")
-        used.add(name)
-        op, arg = match.group("op"), match.group("arg")
-        current = env.get(name)
-        missing = current is None or (current == "" and op is not None and op.startswith(":"))
-        if op and op.endswith("?") and missing:
-            raise AssertionError(f"{name} is required: {arg}")
-        if op and op.endswith("-") and missing:
-            return arg
-        return current or ""
-
-    return _INTERPOLATION.sub(replace, value)
-
-
-def compose(env_name: str = "example") -> tuple[dict[str, Any], set[str]]:
-    """The compose file as Compose sees it with one env file: YAML anchors merged, variables replaced."""
-    used: set[str] = set()
-    document = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), read_env_file(ENV_FILES[env_name]), used)
-    return document, used
-
-
-def services(env_name: str = "example") -> dict[str, dict[str, Any]]:
-    return compose(env_name)[0]["services"]
 
 
 def validator() -> jsonschema.Draft7Validator:
@@ -264,40 +221,44 @@ def _loopback_to_services(text: str) -> str:
             .replace("127.0.0.1:9749", "webhook:9749"))
 
 
-@pytest.mark.parametrize("name", ["prometheus/prometheus.yml", "alertmanager/alertmanager.yml"])
-def test_compose_variants_say_what_the_repository_files_say(name: str) -> None:
-    """The same, but for the service names and, in Prometheus' jobs, the credentials the stack sets (the
-    repository's file shows them commented out, as a site without tokens must not send a missing file)."""
+@pytest.mark.parametrize("service_name", ["prometheus", "alertmanager"])
+def test_compose_starts_on_the_repository_files_with_only_the_addresses_and_tokens_changed(service_name: str) -> None:
+    """The repository's file is mounted and run through deploy/compose/*.sed: the service names for loopback,
+    both exporters of the pair, and, in Prometheus' jobs, the read tokens the stack sets (the repository's
+    file shows them commented out, as a site without tokens must not send a missing file)."""
+    name = {"prometheus": "prometheus/prometheus.yml", "alertmanager": "alertmanager/alertmanager.yml"}[service_name]
+    target, text = started_config(service_name)
+    assert f"--config.file={target}" in services()[service_name]["command"]
     repository = yaml.safe_load(_loopback_to_services((ROOT / name).read_text()))
-    variant = yaml.safe_load((ROOT / "deploy/compose" / Path(name).name).read_text())
+    variant = yaml.safe_load(text)
     for job in variant.get("scrape_configs", []):
         job.pop("authorization", None)
-    if name == "prometheus/prometheus.yml":  # compose runs an exporter pair, scraped as one job
+    if service_name == "prometheus":  # compose runs an exporter pair, scraped as one job
         [exporters] = [job for job in variant["scrape_configs"] if job["job_name"] == "vmhealth-exporter"]
         assert exporters["static_configs"][0]["targets"] == ["exporter:9747", "exporter-b:9747"]
         exporters["static_configs"][0]["targets"].remove("exporter-b:9747")
     assert variant == repository
+    changed = [line for line in text.splitlines() if line not in (ROOT / name).read_text().splitlines()]
+    assert changed and all("authorization:" in line or ":9" in line for line in changed), changed
 
 
 def test_prometheus_in_compose_sends_each_read_token_the_stack_sets() -> None:
     """Both vmhealth jobs send a credential from a file that a compose secret puts there, and that secret
     is the one the exporter's or the webhook's `_FILE` variable reads."""
-    jobs = {job["job_name"]: job for job in
-            yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())["scrape_configs"]}
+    jobs = {job["job_name"]: job for job in yaml.safe_load(started_config("prometheus")[1])["scrape_configs"]}
     mounted = {s["target"]: s["source"] for s in services()["prometheus"]["secrets"]}
     for job, service, variable in (("vmhealth-exporter", "exporter", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
                                    ("vmhealth-exporter", "exporter-b", "VMHEALTH_EXPORTER_READ_TOKEN_FILE"),
                                    ("vmhealth-webhook", "webhook", "VMHEALTH_WEBHOOK_METRICS_TOKEN_FILE")):
-        # a relative file is read from the configuration file's folder, /etc/prometheus
-        secret = mounted["/etc/prometheus/" + jobs[job]["authorization"]["credentials_file"]]
+        secret = mounted[jobs[job]["authorization"]["credentials_file"]]
         assert services()[service]["environment"][variable] == f"/run/secrets/{secret}", job
         assert secret in services()[service]["secrets"], job
+    assert "authorization" not in jobs["vmhealth-agent"]
 
 
 @pytest.mark.binaries
 def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     promtool = binary("promtool")
-    etc = tmp_path / "etc/prometheus"
     for service_mount in services()["prometheus"]["volumes"]:
         source, target = service_mount.split(":")[:2]
         if source.startswith("."):
@@ -307,20 +268,27 @@ def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     for secret in services()["prometheus"]["secrets"]:
         (tmp_path / secret["target"].lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / secret["target"].lstrip("/")).write_text("a-token-from-the-env-file")
-    checked = subprocess.run([promtool, "check", "config", str(etc / "prometheus.yml")], capture_output=True,
+    target, text = started_config("prometheus")
+    started = tmp_path / target.lstrip("/")
+    # absolute paths in the file (the secrets) are looked up under tmp_path, as the container sees them
+    started.write_text(text.replace("credentials_file: /", f"credentials_file: {tmp_path}/"))
+    checked = subprocess.run([promtool, "check", "config", str(started)], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "vmhealth-alerts.yml" in checked.stdout + checked.stderr
 
 
 @pytest.mark.binaries
-def test_alertmanager_config_passes_amtool() -> None:
+def test_alertmanager_config_passes_amtool(tmp_path: Path) -> None:
     amtool = binary("amtool")
-    checked = subprocess.run([amtool, "check-config", str(ROOT / "deploy/compose/alertmanager.yml")],
+    _, text = started_config("alertmanager")
+    (tmp_path / "alertmanager.yml").write_text(text)
+    checked = subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yml")],
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     alertmanager = services()["alertmanager"]
-    token = yaml.safe_load((ROOT / "deploy/compose/alertmanager.yml").read_text())["receivers"][1]
+    token = yaml.safe_load(text)["receivers"][1]
+    assert token["webhook_configs"][0]["url"] == "http://webhook:9749/alerts"
     credentials = token["webhook_configs"][0]["http_config"]["authorization"]["credentials_file"]
     assert {"source": "webhook_token", "target": credentials} in alertmanager["secrets"]
 

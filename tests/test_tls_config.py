@@ -122,16 +122,24 @@ def switched_on(text: str, folder: Path) -> str:
 
 
 @pytest.mark.binaries
-@pytest.mark.parametrize("name", ["prometheus/prometheus.yml", "deploy/compose/prometheus.yml",
-                                  "alertmanager/alertmanager.yml", "deploy/compose/alertmanager.yml"])
+@pytest.mark.parametrize("name", ["prometheus/prometheus.yml", "compose:prometheus",
+                                  "alertmanager/alertmanager.yml", "compose:alertmanager"])
 def test_the_shipped_tls_lines_switch_on_and_pass_the_checkers(name: str, pki: Pki, tmp_path: Path) -> None:
+    """The repository's files, and the same files as the compose stack starts them (deploy/compose/*.sed)."""
     from tests.conftest import binary
+    from tests.helpers.compose_file import started_config
 
     root = Path(__file__).resolve().parents[1]
     for target, source in (("ca.pem", pki.ca), ("prometheus.crt", pki.client.cert), ("prometheus.key", pki.client.key),
                            ("alertmanager.crt", pki.client.cert), ("alertmanager.key", pki.client.key)):
         (tmp_path / target).write_bytes(source.read_bytes())
-    text = switched_on((root / name).read_text(), tmp_path)
+    if name.startswith("compose:"):
+        service = name.partition(":")[2]
+        name = f"{service}.yml"
+        shipped = started_config(service)[1].replace("credentials_file: /etc/prometheus/", "credentials_file: secrets/")
+    else:
+        shipped = (root / name).read_text()
+    text = switched_on(shipped, tmp_path)
     config = yaml.safe_load(text)
     if name.endswith("prometheus.yml"):
         jobs = {job["job_name"]: job for job in config["scrape_configs"]}
