@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 from common import write_result
 
-from vmhealth.processes import free_port
+from vmhealth.stack.processes import free_port
 
 WARMUP = 3
 

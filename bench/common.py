@@ -23,7 +23,7 @@ import psutil
 import requests
 import yaml
 
-from vmhealth.processes import stop_process, wait_for
+from vmhealth.stack.processes import stop_process, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,7 +98,7 @@ def prometheus_child(workdir: Path, port: int, target: str | list[str], interval
                      job: str = "vmhealth-exporter") -> Child:
     """Debian's Prometheus scraping `target` (host:port, or a list: replicas of one job) every `interval`
     seconds; ready when it returns."""
-    from vmhealth.binaries import require_binary
+    from vmhealth.stack.binaries import require_binary
 
     def duration(seconds: float) -> str:  # Prometheus' durations take whole numbers of a unit
         return f"{seconds:g}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"

@@ -29,10 +29,10 @@ import requests
 import yaml
 from common import Child, percentile, write_result
 
-from vmhealth.binaries import require_binary
 from vmhealth.db import make_engine, upgrade
 from vmhealth.models.webhook import Action, Incident, Quarantine
-from vmhealth.processes import free_port
+from vmhealth.stack.binaries import require_binary
+from vmhealth.stack.processes import free_port
 from vmhealth.webhook import fleet_view
 from vmhealth.webhook.prometheus_api import PrometheusAPI
 from vmhealth.webhook.store import Store

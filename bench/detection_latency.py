@@ -35,8 +35,8 @@ from typing import Any
 
 from common import write_result
 
-from vmhealth.processes import wait_for
-from vmhealth.stack import StackSettings, running_stack
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import StackSettings, running_stack
 
 PRODUCTION = {"agent_interval": 30.0, "poll_interval": 15.0, "scrape_interval": 15.0, "evaluation_interval": 15.0,
               "stale_timeout": 90.0, "io_window": 60.0, "vmhung_for": 15.0, "agent_silent_for": 60.0,

@@ -28,8 +28,8 @@ import requests
 from common import write_result
 from webhook_latency import TOKEN, notification, webhook
 
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import wait_for
 
 HUNG = 105
 DEFAULT_POLICY = {"max_actions_per_hour": 10, "max_hung_fraction": 0.3, "circuit_min_hung": 2}

@@ -29,10 +29,10 @@ from common import Child, exporter_child, ratio, summary, write_result
 from loadgen import build_request, run_load
 from pyspy import Profiler
 
-from vmhealth.binaries import require_binary
 from vmhealth.keys import derive_vm_key
-from vmhealth.processes import free_port
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.binaries import require_binary
+from vmhealth.stack.processes import free_port
 
 API_KEY = "bench-agent-shared-key"
 FIRST_VMID = 100

@@ -29,7 +29,7 @@ import requests
 from common import exporter_child, tree_rss, write_result
 from loadgen import build_request, run_load
 
-from vmhealth.processes import free_port
+from vmhealth.stack.processes import free_port
 
 API_KEY = "bench-prepoll-agent-key"
 FIRST_VMID = 1000

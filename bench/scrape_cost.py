@@ -30,8 +30,8 @@ import yaml
 from common import Child, exporter_child, ratio, summary, write_result
 from pyspy import Profiler
 
-from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import free_port, wait_for
 
 AGENT_KEY = "bench-agent-shared-key"
 

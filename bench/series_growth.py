@@ -26,8 +26,8 @@ import requests
 from common import exporter_child, prometheus_child, write_result
 
 from vmhealth.keys import derive_vm_key
-from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import free_port, wait_for
 
 API_KEY = "bench-series-agent-key"
 VMID = 101

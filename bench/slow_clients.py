@@ -31,8 +31,8 @@ from hostile_clients import ConnectionFlood
 from webhook_latency import TOKEN, notification, webhook
 
 from vmhealth.keys import derive_vm_key
-from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import free_port, wait_for
 
 AGENT_KEY = "bench-slow-clients-key"
 GOAL_SECONDS = 2.0

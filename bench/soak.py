@@ -50,9 +50,9 @@ import requests
 import yaml
 from common import Child, cpu_seconds, prometheus_child, tree_rss
 
-from vmhealth.binaries import require_binary
-from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.binaries import require_binary
+from vmhealth.stack.processes import free_port, wait_for
 
 AGENT_KEY = "soak-agent-shared-key"
 JOB = "vmhealth-exporter"

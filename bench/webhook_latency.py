@@ -34,8 +34,8 @@ import yaml
 from common import Child, summary, write_result
 from pyspy import Profiler
 
-from vmhealth.processes import free_port, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import free_port, wait_for
 
 TOKEN = "bench-webhook-token"
 POLICY = {"boot_grace": "0s", "max_actions_per_hour": 1_000_000, "max_hung_fraction": 1.0,

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vmhealth.processes import stop_process
 from vmhealth.simulator.ctl import SimControl
+from vmhealth.stack.processes import stop_process
 
 
 class RunningSimulator(SimControl):

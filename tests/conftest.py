@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vmhealth.binaries import INSTALL_HINT, find_binary
-from vmhealth.processes import free_port
+from vmhealth.stack.binaries import INSTALL_HINT, find_binary
+from vmhealth.stack.processes import free_port
 
 __all__ = ["binary", "free_port"]
 

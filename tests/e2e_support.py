@@ -15,8 +15,8 @@ import requests
 import yaml
 
 from vmhealth.durations import parse_duration
-from vmhealth.processes import wait_for
-from vmhealth.stack import Stack, StackSettings
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import Stack, StackSettings
 
 # Seconds for the webhook's part of the latency: claim the event, read /cluster/resources,
 # /cluster/status and status/current, then POST the reset (a few HTTPS calls on a loaded machine).

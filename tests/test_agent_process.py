@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port
 from vmhealth.keys import derive_vm_key
-from vmhealth.processes import stop_process
+from vmhealth.stack.processes import stop_process
 
 pytestmark = pytest.mark.slow
 

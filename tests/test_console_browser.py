@@ -19,7 +19,7 @@ from tests.browser_support import chromium_driver, color_scheme, phone
 from tests.conftest import binary
 from tests.e2e_support import settings
 from vmhealth.db import make_engine
-from vmhealth.stack import ADMIN_TOKEN, Stack, running_stack
+from vmhealth.stack.running import ADMIN_TOKEN, Stack, running_stack
 from vmhealth.webhook.store import Store
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the JSON API takes no console cookie

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import binary
-from vmhealth.processes import wait_for
+from vmhealth.stack.processes import wait_for
 
 TIMELINE_LINE = re.compile(r"^\d\d:\d\d:\d\d  \+ *\d+\.\ds  \S")
 SCENARIO_1 = ["hangs: Proxmox still says running", "heartbeat stopped", "stale timeout", "VMHung pending",

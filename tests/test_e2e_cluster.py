@@ -23,8 +23,8 @@ from tests.e2e_support import (
     tasks_since,
     wait_for_reset,
 )
-from vmhealth.processes import wait_for
-from vmhealth.stack import VIEWER_TOKEN, Stack, running_stack
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import VIEWER_TOKEN, Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.postgres, pytest.mark.slow]
 

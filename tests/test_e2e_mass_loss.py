@@ -34,8 +34,8 @@ from tests.e2e_support import (
     wait_for_reset,
 )
 from vmhealth.durations import parse_duration
-from vmhealth.processes import wait_for
-from vmhealth.stack import Stack, running_stack
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 MOST = set(range(100, 108))  # 8 of the 10 guests

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import binary
 from tests.e2e_support import alerts, describe, history, latency_bound, settings, settled, tasks_since
 from vmhealth.durations import parse_duration
-from vmhealth.processes import wait_for
-from vmhealth.stack import Stack, running_stack
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 

@@ -23,8 +23,8 @@ import yaml
 from tests.conftest import binary
 from tests.e2e_support import latency_bound, settings, settled, wait_for_reset
 from tests.tls_support import Pki, make_pki
-from vmhealth.processes import wait_for
-from vmhealth.stack import Stack, StackTLS, running_stack, scrape_security, targets
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import Stack, StackTLS, running_stack, scrape_security, targets
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 

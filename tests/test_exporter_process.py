@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.exporter_fixtures import API_KEY, report
-from vmhealth.processes import stop_process
+from vmhealth.stack.processes import stop_process
 
 
 def write_config(tmp_path: Path, port: int, pve_port: int) -> Path:

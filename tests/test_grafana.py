@@ -256,7 +256,7 @@ def _wait(condition: Any, seconds: float, what: str) -> Any:
 
 @pytest.fixture
 def stack(postgres_url: str, tmp_path: Path) -> Iterator[Any]:
-    from vmhealth.stack import StackSettings, running_stack
+    from vmhealth.stack.running import StackSettings, running_stack
 
     for name in ("prometheus", "alertmanager"):
         binary(name)  # skipped, or failed where required, like every test of the real binaries

@@ -30,8 +30,8 @@ from tests.test_security_support import (
     webhook_config,
 )
 from vmhealth.gunicorn_worker import IO_SECONDS
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import wait_for
 
 pytestmark = pytest.mark.slow
 REPORT = {"hostname": "vm100", "vmid": "100", "cpuUsage": 1}

@@ -19,7 +19,7 @@ import requests
 from tests.conftest import binary
 from tests.e2e_support import describe, ever_alerted, ever_hung, latency_bound, settings, settled, wait_for_reset
 from vmhealth.keys import derive_vm_key
-from vmhealth.stack import AGENT_KEY, Stack, running_stack
+from vmhealth.stack.running import AGENT_KEY, Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 

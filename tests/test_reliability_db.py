@@ -21,7 +21,7 @@ import requests
 from tests.private_postgres import private_postgres
 from tests.test_reliability_support import Remediation, remediation
 from tests.test_webhook_support import auth, firing
-from vmhealth.processes import wait_for
+from vmhealth.stack.processes import wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 

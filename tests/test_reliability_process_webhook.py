@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.test_webhook_restart import pve, run_child_until  # noqa: F401 - pve is a fixture
 from tests.test_webhook_support import ADMIN, FakePve, auth, firing, make_config
-from vmhealth.processes import wait_for
+from vmhealth.stack.processes import wait_for
 from vmhealth.webhook import create_app
 
 

@@ -32,8 +32,8 @@ from tests.conftest import binary
 from tests.e2e_support import alerts, describe, ever_alerted, history, settings, settled, tasks_since
 from tests.test_webhook_support import firing
 from vmhealth.durations import parse_duration
-from vmhealth.processes import wait_for
-from vmhealth.stack import WEBHOOK_TOKEN, Stack, running_stack
+from vmhealth.stack.processes import wait_for
+from vmhealth.stack.running import WEBHOOK_TOKEN, Stack, running_stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from vmhealth.processes import wait_for
 from vmhealth.simulator.ctl import ControlError
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import wait_for
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import binary, free_port
 from tests.test_webhook_support import ADMIN, TOKEN, auth, send_alert
-from vmhealth.processes import stop_process, wait_for
+from vmhealth.stack.processes import stop_process, wait_for
 
 
 def reachable(url: str) -> bool:

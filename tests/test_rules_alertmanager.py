@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from vmhealth.processes import stop_process, wait_for
+from vmhealth.stack.processes import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "alertmanager-to-webhook-token"

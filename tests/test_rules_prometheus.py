@@ -21,8 +21,8 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from vmhealth.processes import stop_process, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "prometheus-e2e-agent-key"

@@ -17,8 +17,8 @@ import requests
 
 from tests.test_security_leaked_token import decisions, forged, send
 from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve, webhook_config
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import yaml
 from tests.conftest import binary, free_port
 from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve
 from vmhealth.config import ConfigError, load
-from vmhealth.processes import stop_process, wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import stop_process, wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 HOSTILE = ['quote"in', "back\\slash", "new\nline", "\\n literal", 'x",injected="1', "brace}{=,", "tab\there",

@@ -20,8 +20,8 @@ import requests
 
 from tests.test_security_support import ADMIN_TOKEN, WEBHOOK_TOKEN, Served, bearer, serve
 from vmhealth.config import load
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import wait_for
 
 pytestmark = pytest.mark.slow
 GUESTS = 60

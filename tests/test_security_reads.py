@@ -167,8 +167,8 @@ def test_the_real_prometheus_scrapes_with_the_tokens_and_nobody_else_reads(tmp_p
     (`authorization: credentials_file`) and both jobs are up; a request without them is refused."""
     import requests
 
-    from vmhealth.processes import wait_for
-    from vmhealth.stack import StackSettings, running_stack
+    from vmhealth.stack.processes import wait_for
+    from vmhealth.stack.running import StackSettings, running_stack
 
     with running_stack(StackSettings(nodes=1, guests=3, read_tokens=True), tmp_path) as stack:
         def up() -> dict[str, str]:

@@ -36,8 +36,8 @@ from tests.test_security_support import (
 )
 from vmhealth.cli import COMMANDS, build_parser
 from vmhealth.keys import derive_vm_key
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PVE_SECRET = "pve-token-secret-6b0d2f"

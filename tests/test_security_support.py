@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from tests.conftest import free_port
-from vmhealth.processes import stop_process, wait_for
+from vmhealth.stack.processes import stop_process, wait_for
 
 AGENT_KEY = "agent-shared-key-7f3e9c1d"
 WEBHOOK_TOKEN = "am-bearer-token-5b2a8e44"

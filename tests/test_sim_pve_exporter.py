@@ -15,8 +15,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from vmhealth.processes import stop_process
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import stop_process
 
 pytestmark = pytest.mark.slow
 

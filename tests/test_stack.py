@@ -9,7 +9,7 @@ import yaml
 
 from vmhealth.bundled import bundled_file
 from vmhealth.durations import parse_duration
-from vmhealth.stack import StackSettings, alertmanager_config, write_scaled_rules
+from vmhealth.stack.running import StackSettings, alertmanager_config, write_scaled_rules
 
 
 def test_scaled_rules_pass_promtool_and_keep_their_order(tmp_path: Path, promtool: str) -> None:

@@ -27,8 +27,8 @@ from tests.test_security_support import AGENT_KEY, Served, exporter_config, serv
 from tests.tls_support import Pki, make_pki, reissue
 from vmhealth.agent.push import Pusher
 from vmhealth.agent.server import MetricsServer
-from vmhealth.processes import free_port, stop_process, wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import free_port, stop_process, wait_for
 from vmhealth.tls import ServerFiles, reloading_server_context
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,7 @@ def test_the_documented_gunicorn_command_serves_with_the_files_settings(tmp_path
 
     import requests
 
-    from vmhealth.processes import free_port, stop_process, wait_for
+    from vmhealth.stack.processes import free_port, stop_process, wait_for
 
     port = free_port()
     config_file = tmp_path / "vmhealth.yml"

@@ -19,8 +19,8 @@ import requests
 
 from tests.test_security_leaked_token import decisions, forged, send
 from tests.test_security_support import ADMIN_TOKEN, Served, bearer, serve, webhook_config
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import wait_for
 
 pytestmark = pytest.mark.slow
 GHOSTS = list(range(900001, 900007))  # the vmids of the security review's attack

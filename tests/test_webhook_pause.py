@@ -11,8 +11,8 @@ import requests
 
 from tests.test_security_leaked_token import forged, send
 from tests.test_security_support import ADMIN_TOKEN, bearer, serve, webhook_config
-from vmhealth.processes import wait_for
 from vmhealth.simulator.testing import running_simulator
+from vmhealth.stack.processes import wait_for
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

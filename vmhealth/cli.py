@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("vmhealth.checkconfig", "check a configuration file and list every problem"),
     "agent-key": ("vmhealth.keycli", "print a guest's own agent key, derived from exporter.api_key"),
     "sim": ("vmhealth.simulator.cli", "run a simulated Proxmox VE cluster (HTTPS API, faults, agents)"),
-    "demo": ("vmhealth.demo", "watch a simulated guest hang and be reset: the whole product on loopback"),
+    "demo": ("vmhealth.stack.demo", "watch a simulated guest hang and be reset: the whole product on loopback"),
     "db": ("vmhealth.dbcli", "database maintenance (`db upgrade`)"),
     "webhook": ("vmhealth.webhook.cli", "serve the Alertmanager receiver that resets hung guests, and its history"),
     "reset": ("vmhealth.webhook.resetcli", "reset a guest now, through the webhook's policy"),

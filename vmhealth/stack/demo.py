@@ -384,7 +384,7 @@ def _signals_stop() -> Iterator[None]:
 
 
 def demo_settings(nodes: int, guests: int) -> Any:
-    from vmhealth.stack import StackSettings
+    from vmhealth.stack.running import StackSettings
 
     return StackSettings(nodes=nodes, guests=guests, repeat_interval="5s",
                          policy={"max_attempts": MAX_ATTEMPTS, "cooldown": "15s"})
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vmhealth demo: --workdir {args.workdir} is not empty; a previous run's databases would change "
               "this one (its quarantines, its history), so give a new or empty folder", file=sys.stderr)
         return 2
-    from vmhealth.binaries import find_binary
+    from vmhealth.stack.binaries import find_binary
 
     missing = [name for name in ("prometheus", "alertmanager") if not find_binary(name)]
     if missing:
@@ -430,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, workdir: Path) -> int:
     from vmhealth.durations import parse_duration
-    from vmhealth.stack import running_stack
+    from vmhealth.stack.running import running_stack
 
     settings = demo_settings(args.nodes, args.guests)
     print(f"vmhealth demo: starting a simulated cluster ({args.nodes} nodes, {args.guests} guests with agents), "

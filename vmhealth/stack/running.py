@@ -29,10 +29,10 @@ from typing import IO, Any
 import requests
 import yaml
 
-from vmhealth.binaries import require_binary
 from vmhealth.bundled import bundled_file
 from vmhealth.durations import format_duration, parse_duration
-from vmhealth.processes import free_port, stop_process, wait_for
+from vmhealth.stack.binaries import require_binary
+from vmhealth.stack.processes import free_port, stop_process, wait_for
 
 AGENT_KEY = "demo-agent-shared-key"
 WEBHOOK_TOKEN = "demo-webhook-token"
