@@ -11,8 +11,7 @@ import sys
 
 from vmhealth import __version__
 from vmhealth.agent import cli
-from vmhealth.cli import add_common_arguments
-from vmhealth.logsetup import setup_logging
+from vmhealth.subcommand import add_common_arguments, run_logged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,11 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     cli.add_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
-    try:
-        return cli.run(args)
-    except KeyboardInterrupt:
-        return 130
+    return run_logged(cli.run, args)
 
 
 if __name__ == "__main__":

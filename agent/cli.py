@@ -33,7 +33,7 @@ def needs_api_key(mode: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.cli import load_config_or_exit
+    from vmhealth.subcommand import load_config_or_exit
 
     config = load_config_or_exit(args, ())
     agent_cfg = config.agent

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+from vmhealth.subcommand import add_listen_argument, serve_section
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", metavar="HOST:PORT", help="override exporter.listen (default 127.0.0.1:9747)")
+    add_listen_argument(parser, "exporter", "127.0.0.1:9747")
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.cli import load_config_or_exit
     from vmhealth.exporter.server import serve
 
-    config = load_config_or_exit(args, ("exporter",))
-    if args.listen:
-        config.exporter.listen = args.listen
-    return serve(config)
+    return serve_section(args, "exporter", serve)

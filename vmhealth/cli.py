@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from types import SimpleNamespace
 
 from vmhealth import __version__
-from vmhealth.config import ConfigError, load, secrets_of
-from vmhealth.logsetup import add_secrets, setup_logging
+from vmhealth.subcommand import add_common_arguments, run_logged
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,36 +66,6 @@ def _chosen_command(argv: list[str]) -> str | None:
     return next((word for word in argv if word in COMMANDS), None)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", default=os.environ.get("VMHEALTH_CONFIG"),
-        help="configuration file (default: $VMHEALTH_CONFIG, else ./vmhealth.yml if present, "
-        "else environment variables only)",
-    )
-    parser.add_argument(
-        "--log-level", default=os.environ.get("VMHEALTH_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)",
-    )
-    parser.add_argument(
-        "--log-format", default=os.environ.get("VMHEALTH_LOG_FORMAT", "text"), choices=["text", "json"],
-        help="text lines, or one JSON object per line for log shippers (default: text)",
-    )
-
-
-def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> SimpleNamespace:
-    """The configuration for `components`; on problems, print each on stderr and exit 2."""
-    try:
-        config = load(args.config, components=components)
-    except ConfigError as exc:
-        source = args.config or "configuration"
-        print(f"vmhealth: {source} has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
-    add_secrets(secrets_of(config))
-    return config
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(_chosen_command(argv))
@@ -106,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    setup_logging(args.log_level, args.log_format)
-    try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    return run_logged(args.run, args)
 
 
 if __name__ == "__main__":

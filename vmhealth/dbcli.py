@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from vmhealth.cli import load_config_or_exit
 from vmhealth.config import DATABASE_COMPONENTS as COMPONENTS
+from vmhealth.subcommand import load_config_or_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.cli import load_config_or_exit
     from vmhealth.keys import derive_vm_key
+    from vmhealth.subcommand import load_config_or_exit
 
     config = load_config_or_exit(args, ("exporter",))
     names = [cluster.name for cluster in config.clusters]

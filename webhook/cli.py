@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from vmhealth.subcommand import add_listen_argument, serve_section
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", metavar="HOST:PORT", help="override webhook.listen (default 127.0.0.1:9749)")
+    add_listen_argument(parser, "webhook", "127.0.0.1:9749")
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.cli import load_config_or_exit
     from vmhealth.webhook.server import serve
 
-    config = load_config_or_exit(args, ("webhook",))
-    if args.listen:
-        config.webhook.listen = args.listen
-    return serve(config)
+    return serve_section(args, "webhook", serve)

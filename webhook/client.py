@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,7 +72,7 @@ def print_json(body: Any) -> None:
 def admin_post(args: argparse.Namespace, vmid: int, route: str, needed_for: str,
                body: dict[str, Any]) -> tuple[int, Any]:
     """POST /api/vms/<vmid>/<route> with the admin token of --config; exits 2 when there is none."""
-    from vmhealth.cli import load_config_or_exit
+    from vmhealth.subcommand import load_config_or_exit
 
     config = load_config_or_exit(args, ())
     if not config.webhook.admin_token:
@@ -80,3 +81,15 @@ def admin_post(args: argparse.Namespace, vmid: int, route: str, needed_for: str,
     params = {"cluster": args.cluster} if args.cluster else {}
     return call("POST", f"{base_url(config, args.url)}/api/vms/{vmid}/{route}", config.webhook.admin_token,
                 args.timeout, params=params, json=body, **tls_options(args))
+
+
+def ask_admin(args: argparse.Namespace, route: str, needed_for: str, body: dict[str, Any], refused: str,
+              done: Callable[[Any], str] = lambda reply: str(reply.get("message"))) -> int:
+    """POST the guest's (`args.vmid`) `route` with the admin token: print `done(reply)` and return 0 on
+    success, else print why it was `refused` and return 1."""
+    status, reply = admin_post(args, args.vmid, route, needed_for, body)
+    if reply.get("success"):
+        print(done(reply))
+        return 0
+    print(f"vmhealth: {refused} (HTTP {status}): {reply.get('error')}")
+    return 1

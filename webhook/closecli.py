@@ -19,12 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.webhook.client import admin_post
+    from vmhealth.webhook.client import ask_admin
 
-    status, body = admin_post(args, args.vmid, "close-incident", "close an incident",
-                              {"reason": args.reason, "actor": args.actor or getpass.getuser()})
-    if body.get("success"):
-        print(body.get("message"))
-        return 0
-    print(f"vmhealth: not closed (HTTP {status}): {body.get('error')}")
-    return 1
+    return ask_admin(args, "close-incident", "close an incident",
+                     {"reason": args.reason, "actor": args.actor or getpass.getuser()}, "not closed")

@@ -71,7 +71,7 @@ def _number(value: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.cli import load_config_or_exit
+    from vmhealth.subcommand import load_config_or_exit
     from vmhealth.webhook.client import base_url, call, print_json, reader_token, tls_options
 
     config = load_config_or_exit(args, ())

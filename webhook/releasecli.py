@@ -16,11 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.webhook.client import admin_post
+    from vmhealth.webhook.client import ask_admin
 
-    status, body = admin_post(args, args.vmid, "release", "release a guest", {"actor": getpass.getuser()})
-    if body.get("success"):
-        print(body.get("message"))
-        return 0
-    print(f"vmhealth: not released (HTTP {status}): {body.get('error')}")
-    return 1
+    return ask_admin(args, "release", "release a guest", {"actor": getpass.getuser()}, "not released")

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.cli import load_config_or_exit
+    from vmhealth.subcommand import load_config_or_exit
     from vmhealth.webhook.client import base_url, call, reader_token, tls_options
 
     config = load_config_or_exit(args, ())

@@ -20,20 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.cli import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, tls_options
+    from vmhealth.webhook.client import ask_admin
 
-    config = load_config_or_exit(args, ())
-    if not config.webhook.admin_token:
-        print("vmhealth: webhook.admin_token: missing (needed to ask for a reset)")
-        return 2
-    params = {"cluster": args.cluster} if args.cluster else {}
-    status, body = call("POST", f"{base_url(config, args.url)}/api/vms/{args.vmid}/reset", config.webhook.admin_token,
-                        args.timeout, params=params,
-                        json={"reason": args.reason, "force": args.force, "actor": args.actor or getpass.getuser()},
-                        **tls_options(args))
-    if body.get("success"):
-        print(f"{body.get('message')} (attempt {body.get('resetAttempts')})")
-        return 0
-    print(f"vmhealth: not reset (HTTP {status}): {body.get('error')}")
-    return 1
+    return ask_admin(args, "reset", "ask for a reset",
+                     {"reason": args.reason, "force": args.force, "actor": args.actor or getpass.getuser()},
+                     "not reset", lambda reply: f"{reply.get('message')} (attempt {reply.get('resetAttempts')})")
