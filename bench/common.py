@@ -1,4 +1,5 @@
-"""What every comparison script in bench/ shares: child processes, statistics, the machine, results.
+"""What every comparison script in bench/ shares: child processes (`vmhealth.stack.launcher`), statistics,
+the machine, results.
 
 Each script measures both sides in one run, alternately, and reports ratios: absolute times drift
 on a shared machine, ratios taken side by side much less.
@@ -10,7 +11,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -20,61 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import requests
 import yaml
 
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child, clean_env, vmhealth_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without the caller's VMHEALTH_* switches (a bench must not inherit a test run's)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-class Child:
-    """A program under measurement, its output in a log file, always stopped."""
-
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.log = workdir / f"{name}.log"
-        self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        env=env if env is not None else clean_env())
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.tail()}")
-        return True
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def wait_http(self, url: str, seconds: float = 120) -> None:
-        def ready() -> bool:
-            self.alive()
-            try:
-                return requests.get(url, timeout=5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(ready, seconds, f"{self.name} at {url}", 0.2)
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=30)
-        self._log_file.close()
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+def start_child(name: str, command: list[str], workdir: Path, ready_url: str | None = None, seconds: float = 120,
+                env: dict[str, str] | None = None) -> Child:
+    """A program under measurement, its output in <workdir>/<name>.log, ready when it returns (stopped
+    if it never gets ready); without VMHEALTH_* switches unless `env` is given (a bench must not
+    inherit a test run's)."""
+    child = Child(name, command, workdir / f"{name}.log", ready_url, env if env is not None else clean_env(),
+                  stop_timeout=30)
+    try:
+        child.start(seconds)
+    except BaseException:
+        child.stop()
+        raise
+    return child
 
 
 def exporter_child(workdir: Path, port: int, cluster: dict[str, Any], api_key: str, **exporter: Any) -> Child:
@@ -84,14 +49,8 @@ def exporter_child(workdir: Path, port: int, cluster: dict[str, Any], api_key: s
                            "database_url": f"sqlite:///{workdir}/exporter.db", **exporter}}
     path = workdir / "vmhealth.yml"
     path.write_text(yaml.safe_dump(config))
-    child = Child("exporter", [sys.executable, "-m", "vmhealth", "exporter", "--config", str(path),
-                               "--log-level", "warning"], workdir)
-    try:
-        child.wait_http(f"http://127.0.0.1:{port}/readyz")
-    except BaseException:
-        child.stop()
-        raise
-    return child
+    return start_child("exporter", vmhealth_command("exporter", path, "--log-level", "warning"), workdir,
+                       f"http://127.0.0.1:{port}/readyz")
 
 
 def prometheus_child(workdir: Path, port: int, target: str | list[str], interval: float,
@@ -108,16 +67,10 @@ def prometheus_child(workdir: Path, port: int, target: str | list[str], interval
                   {"targets": [target] if isinstance(target, str) else target}]}]}
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    child = Child("prometheus", [
+    return start_child("prometheus", [
         require_binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ], workdir)
-    try:
-        child.wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
-    except BaseException:
-        child.stop()
-        raise
-    return child
+    ], workdir, f"http://127.0.0.1:{port}/-/ready", 60)
 
 
 def tree_rss(pid: int) -> int:

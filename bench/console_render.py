@@ -27,11 +27,12 @@ from pathlib import Path
 
 import requests
 import yaml
-from common import Child, percentile, write_result
+from common import percentile, start_child, write_result
 
 from vmhealth.db import make_engine, upgrade
 from vmhealth.models.webhook import Action, Incident, Quarantine
 from vmhealth.stack.binaries import require_binary
+from vmhealth.stack.launcher import vmhealth_command
 from vmhealth.stack.processes import free_port
 from vmhealth.webhook import fleet_view
 from vmhealth.webhook.prometheus_api import PrometheusAPI
@@ -134,13 +135,12 @@ def main() -> int:
                               "database_url": f"sqlite:///{work}/webhook.db",
                               "prometheus_url": f"http://127.0.0.1:{prom_port}"}}
         (work / "vmhealth.yml").write_text(yaml.safe_dump(config))
-        with Child("prometheus", [require_binary("prometheus"), f"--config.file={work / 'prometheus.yml'}",
-                                  f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn",
-                                  f"--web.listen-address=127.0.0.1:{prom_port}"], work) as prom, \
-                Child("webhook", [sys.executable, "-m", "vmhealth", "webhook", "--config", str(work / "vmhealth.yml"),
-                                  "--log-level", "warning"], work) as webhook:
-            prom.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 60)
-            webhook.wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+        with start_child("prometheus", [require_binary("prometheus"), f"--config.file={work / 'prometheus.yml'}",
+                                        f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn",
+                                        f"--web.listen-address=127.0.0.1:{prom_port}"], work,
+                         f"http://127.0.0.1:{prom_port}/-/ready", 60), \
+                start_child("webhook", vmhealth_command("webhook", work / "vmhealth.yml", "--log-level", "warning"),
+                            work, f"http://127.0.0.1:{port}/healthz", 60):
             base = f"http://127.0.0.1:{port}/ui"
             session = requests.Session()
             csrf = re.search(r'name="csrf" value="([^"]+)"', session.get(f"{base}/login", timeout=30).text).group(1)

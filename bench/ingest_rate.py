@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from common import Child, exporter_child, ratio, summary, write_result
+from common import exporter_child, ratio, start_child, summary, write_result
 from loadgen import build_request, run_load
 from pyspy import Profiler
 
@@ -94,10 +94,10 @@ def main() -> int:
             running_simulator(nodes=args.nodes, guests=args.guests, subprocess=True, start_timeout=120) as sim:
         workdir = Path(folder)
         with exporter_child(workdir, ours_port, sim.cluster_config(role="audit"), API_KEY) as ours, \
-                Child("pushgateway", [require_binary("prometheus-pushgateway"),
-                                      f"--web.listen-address=127.0.0.1:{push_port}", "--persistence.file=",
-                                      "--log.level=warn"], workdir) as push:
-            push.wait_http(f"http://127.0.0.1:{push_port}/-/ready", 30)
+                start_child("pushgateway", [require_binary("prometheus-pushgateway"),
+                                            f"--web.listen-address=127.0.0.1:{push_port}", "--persistence.file=",
+                                            "--log.level=warn"], workdir,
+                            f"http://127.0.0.1:{push_port}/-/ready", 30) as push:
             targets = {"vmhealth": (ours_port, requests_for("vmhealth", args.guests, args.nodes)),
                        "pushgateway": (push_port, requests_for("pushgateway", args.guests, args.nodes))}
             for port, prebuilt in targets.values():  # warm-up: every guest once

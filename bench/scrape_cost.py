@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import Child, exporter_child, ratio, summary, write_result
+from common import exporter_child, ratio, start_child, summary, write_result
 from pyspy import Profiler
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.launcher import Child
 from vmhealth.stack.processes import free_port, wait_for
 
 AGENT_KEY = "bench-agent-shared-key"
@@ -66,14 +67,8 @@ def pve_exporter(sim: RunningSimulator, workdir: Path, port: int) -> Child:
     config.write_text(yaml.safe_dump({"default": {"user": user, "token_name": token_name,
                                                   "token_value": sim.token_secret, "verify_ssl": sim.ca_bundle}}))
     command = str(Path(sys.executable).with_name("pve_exporter"))
-    child = Child("pve_exporter", [command, "--config.file", str(config), "--web.listen-address",
-                                   f"127.0.0.1:{port}"], workdir)
-    try:
-        child.wait_http(f"http://127.0.0.1:{port}/metrics")
-    except BaseException:
-        child.stop()
-        raise
-    return child
+    return start_child("pve_exporter", [command, "--config.file", str(config), "--web.listen-address",
+                                        f"127.0.0.1:{port}"], workdir, f"http://127.0.0.1:{port}/metrics")
 
 
 def api_calls(sim: RunningSimulator) -> dict[str, int]:

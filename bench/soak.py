@@ -48,11 +48,12 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import Child, cpu_seconds, prometheus_child, tree_rss
+from common import cpu_seconds, prometheus_child, start_child, tree_rss
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 from vmhealth.stack.binaries import require_binary
-from vmhealth.stack.processes import free_port, wait_for
+from vmhealth.stack.launcher import Child, vmhealth_command
+from vmhealth.stack.processes import free_port
 
 AGENT_KEY = "soak-agent-shared-key"
 JOB = "vmhealth-exporter"
@@ -77,13 +78,6 @@ class Settings:
 
 # --- the processes --------------------------------------------------------------------------------
 
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
@@ -93,9 +87,7 @@ def start_exporter(sim: RunningSimulator, port: int, workdir: Path) -> Child:
     }
     path = workdir / "vmhealth.yml"
     path.write_text(yaml.safe_dump(config))
-    child = Child("exporter", [sys.executable, "-m", "vmhealth", "exporter", "--config", str(path)], workdir)
-    wait_for(lambda: child.alive() and _ok(f"http://127.0.0.1:{port}/readyz"), 120, "the exporter to be ready", 0.5)
-    return child
+    return start_child("exporter", vmhealth_command("exporter", path), workdir, f"http://127.0.0.1:{port}/readyz")
 
 
 def start_prometheus(exporter_ports: list[int], port: int, settings: Settings, workdir: Path) -> Child:

@@ -31,10 +31,11 @@ from typing import Any
 
 import requests
 import yaml
-from common import Child, summary, write_result
+from common import start_child, summary, write_result
 from pyspy import Profiler
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.launcher import Child, vmhealth_command
 from vmhealth.stack.processes import free_port, wait_for
 
 TOKEN = "bench-webhook-token"
@@ -63,15 +64,9 @@ def webhook(sim: RunningSimulator, workdir: Path, name: str, policy: dict[str, A
                           "database_url": f"sqlite:///{workdir}/{name}.db", "policy": {**POLICY, **policy}}}
     path = workdir / f"{name}.yml"
     path.write_text(yaml.safe_dump(config))
-    child = Child(name, [sys.executable, "-m", "vmhealth", "webhook", "--config", str(path), "--log-level",
-                         "warning"], workdir)
     url = f"http://127.0.0.1:{port}"
-    try:
-        child.wait_http(f"{url}/healthz", 60)
-    except BaseException:
-        child.stop()
-        raise
-    return child, url
+    return start_child(name, vmhealth_command("webhook", path, "--log-level", "warning"), workdir, f"{url}/healthz",
+                       60), url
 
 
 def decided(url: str) -> int:

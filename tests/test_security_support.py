@@ -6,20 +6,17 @@ No tests live here; the module is named so that only those suites hold it.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from tests.conftest import free_port
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child, clean_env, vmhealth_command
 
 AGENT_KEY = "agent-shared-key-7f3e9c1d"
 WEBHOOK_TOKEN = "am-bearer-token-5b2a8e44"
@@ -31,23 +28,22 @@ METRICS_TOKEN = "webhook-metrics-token-58d2e1b7"
 
 @dataclass
 class Served:
-    """A running server: its base URL, its process and the file holding its stdout and stderr."""
+    """A running server: its base URL and its process, whose whole output is kept for greps."""
 
     url: str
-    process: subprocess.Popen[bytes]
-    log: Path
+    child: Child
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.child.process is not None
+        return self.child.process
+
+    @property
+    def log(self) -> Path:
+        return self.child.log_path
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _up(url: str, process: subprocess.Popen[bytes], log: Path, tls: dict[str, Any]) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-    try:
-        return requests.get(f"{url}/healthz", timeout=2, **tls).status_code == 200
-    except requests.RequestException:
-        return False
+        return self.child.output()
 
 
 @contextmanager
@@ -64,19 +60,11 @@ def serve(component: str, config: dict[str, Any], folder: Path, *, log_level: st
     config = {**config, component: {**config.get(component, {}), "listen": f"127.0.0.1:{port}"}}
     path = folder / f"{component}.yml"
     path.write_text(yaml.safe_dump(config))
-    log = folder / f"{component}.log"
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    child_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vmhealth", component, "--config", str(path), "--log-level", log_level],
-            stdout=sink, stderr=subprocess.STDOUT, env=child_env)
     url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(url, process, log, tls or {}), start_timeout, f"vmhealth {component} to listen")
-        yield Served(url, process, log)
-    finally:
-        stop_process(process, timeout=20)
+    child = Child(f"vmhealth {component}", vmhealth_command(component, path, "--log-level", log_level),
+                  folder / f"{component}.log", f"{url}/healthz", clean_env(**(env or {})), tls or {}, stop_timeout=20)
+    with child.started(start_timeout):
+        yield Served(url, child)
 
 
 def exporter_config(sim: Any, folder: Path, role: str = "audit", **exporter: Any) -> dict[str, Any]:

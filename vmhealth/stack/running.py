@@ -16,15 +16,11 @@ Every `for:` of the rules is multiplied by `rule_time_scale`, so the rules keep 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 import yaml
@@ -32,7 +28,8 @@ import yaml
 from vmhealth.bundled import bundled_file
 from vmhealth.durations import format_duration, parse_duration
 from vmhealth.stack.binaries import require_binary
-from vmhealth.stack.processes import free_port, stop_process, wait_for
+from vmhealth.stack.launcher import Child, clean_env, vmhealth_command
+from vmhealth.stack.processes import free_port
 
 AGENT_KEY = "demo-agent-shared-key"
 WEBHOOK_TOKEN = "demo-webhook-token"
@@ -111,96 +108,6 @@ DEMO_POLICY: dict[str, Any] = {
 }
 
 
-@dataclass
-class ManagedProcess:
-    """One child the stack started: how to start it again, where it logs, how to tell it is ready."""
-
-    name: str
-    command: list[str]
-    log_path: Path
-    ready_url: str
-    env: dict[str, str] | None = None
-    ready_options: dict[str, Any] = field(default_factory=dict)  # requests' verify/cert for an https probe
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
-
-    def start(self, timeout: float) -> None:
-        if self.running:
-            return
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        # its own session: a terminal's Ctrl-C reaches only the parent, which stops the children in order
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                        start_new_session=True)
-        try:
-            wait_for(self._ready, timeout, f"{self.name} to be ready")
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}; its log {self.log_path} ends with:\n{self.tail()}") from None
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}; its log {self.log_path} "
-                               f"ends with:\n{self.tail()}")
-        try:
-            return requests.get(self.ready_url, timeout=2, **self.ready_options).status_code == 200
-        except requests.RequestException:
-            return False
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is not None:
-            if kill and self.process.poll() is None:
-                _kill_tree(self.process)
-            workers = _children(self.process)
-            stop_process(self.process, timeout=15)
-            _kill_leftovers(workers)  # a master SIGKILLed after the timeout leaves its worker behind
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, size: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
-
-
-def _kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process and its children at once: `vmhealth exporter|webhook` is a gunicorn master
-    whose worker, left alive, would go on acting and keep the port from the restarted process."""
-    import psutil
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    process.send_signal(signal.SIGKILL)
-    for child in children:
-        with suppress(psutil.NoSuchProcess):
-            child.kill()
-    process.wait(timeout=10)
-    psutil.wait_procs(children, timeout=10)
-
-
-def _children(process: subprocess.Popen[bytes]) -> list[Any]:
-    import psutil
-
-    try:
-        return psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _kill_leftovers(children: list[Any]) -> None:
-    import psutil
-
-    for child in children:
-        with suppress(psutil.NoSuchProcess):
-            if child.is_running():
-                child.kill()
-    psutil.wait_procs(children, timeout=10)
-
-
 class Stack:
     """A running stack: its URLs, its processes by name, and shortcuts to what the tests look at."""
 
@@ -209,7 +116,7 @@ class Stack:
         self.workdir = workdir
         self.sim = sim
         self.cluster: str = sim.cluster_name
-        self.processes: dict[str, ManagedProcess] = {}
+        self.processes: dict[str, Child] = {}
         self.urls: dict[str, str] = {}
         self.webhook_urls: list[str] = []
         self.exporter_urls: list[str] = []
@@ -234,8 +141,7 @@ class Stack:
         self.start(name)
 
     def log(self, name: str) -> str:
-        process = self.processes[name]
-        return process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+        return self.processes[name].output()
 
     def close(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -347,24 +253,22 @@ def _build(stack: Stack, exporter_ports: list[int]) -> None:
     stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # the caller's VMHEALTH_* switches (CI's, say) are not configuration for the programs under test
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    python = [sys.executable, "-m", "vmhealth"]
-    config_arg = ["--config", str(stack.config_path)]
+    env = clean_env()
 
     def add(name: str, command: list[str], ready_url: str, process_env: dict[str, str] | None = None,
             ready_options: dict[str, Any] | None = None) -> None:
-        stack.processes[name] = ManagedProcess(name, command, workdir / f"{name}.log", ready_url, process_env,
-                                               ready_options or {})
+        stack.processes[name] = Child(name, command, workdir / f"{name}.log", ready_url, process_env,
+                                      ready_options or {}, own_session=True)
 
     for index, (port, url) in enumerate(zip(exporter_ports, stack.exporter_urls, strict=True)):
         # each replica keeps its own last-seen state, as on its own host
         database = f"sqlite:///{workdir / (_replica('exporter', index) + '.db')}"
         own_db = {"VMHEALTH_EXPORTER_DATABASE_URL": database} if index else {}
-        add(_replica("exporter", index), [*python, "exporter", *config_arg, "--listen", f"127.0.0.1:{port}"],
+        listen = ["--listen", f"127.0.0.1:{port}"]
+        add(_replica("exporter", index), vmhealth_command("exporter", stack.config_path, *listen),
             f"{url}/readyz", {**env, **own_db}, stack.client_options)
     for index, (port, url) in enumerate(zip(webhook_ports, stack.webhook_urls, strict=True)):
-        add(_replica("webhook", index), [*python, "webhook", *config_arg, "--listen", f"127.0.0.1:{port}"],
+        add(_replica("webhook", index), vmhealth_command("webhook", stack.config_path, "--listen", f"127.0.0.1:{port}"),
             f"{url}/healthz", env, stack.client_options)
 
     alertmanager = require_binary("alertmanager")
