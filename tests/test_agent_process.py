@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port
 from vmhealth.keys import derive_vm_key
-from vmhealth.stack.processes import stop_process
+from vmhealth.stack.launcher import Child, clean_env, vmhealth_command
 
 pytestmark = pytest.mark.slow
 
@@ -45,15 +44,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, logs: Cal
             return result
         time.sleep(0.2)
     raise AssertionError(f"{what} did not happen within {timeout}s\n{logs()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    stop_process(proc, timeout=15)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +74,7 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         sim.stop()
 
 
-class Exporter:
+class Exporter(Child):
     """`vmhealth exporter` as a subprocess on a fixed port, restartable."""
 
     def __init__(self, folder: Path, cluster: dict[str, Any]) -> None:
@@ -97,23 +87,11 @@ class Exporter:
             "exporter": {"listen": f"127.0.0.1:{self.port}", "api_key": API_KEY, "poll_interval": "1s",
                          "flush_interval": "1s", "database_url": f"sqlite:///{folder}/exporter.db"},
         }))
-        self.proc: subprocess.Popen | None = None
+        super().__init__("exporter", vmhealth_command("exporter", self.config), self.log, f"{self.url}/metrics",
+                         clean_env())
 
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "vmhealth", "exporter", "--config", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=clean_env())
-        wait_for("exporter ready", lambda: self._alive() and http_get(f"{self.url}/metrics"), logs=self.log.read_text)
-
-    def _alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"exporter exited: {self.log.read_text()}")
-        return True
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
+    def start(self, timeout: float = 30) -> None:
+        super().start(timeout)
 
     def heartbeat(self, vmid: int) -> float | None:
         """The exporter's vmhealth_heartbeat_timestamp_seconds of guest `vmid` in cluster lab, if any."""
@@ -135,12 +113,11 @@ def exporter(tmp_path: Path, simulator: dict[str, Any]) -> Iterator[Exporter]:
         server.stop()
 
 
-def start_agent(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / f"{name}.log"
-    with log.open("ab") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "vmhealth.agent"], stdout=handle, stderr=subprocess.STDOUT,
-                                env=clean_env(VMHEALTH_AGENT_INTERVAL="1s", VMHEALTH_AGENT_TIMEOUT="1s", **env))
-    return proc, log
+def start_agent(tmp_path: Path, name: str, **env: str) -> tuple[Child, Path]:
+    agent = Child(name, [sys.executable, "-m", "vmhealth.agent"], tmp_path / f"{name}.log", None,
+                  clean_env(VMHEALTH_AGENT_INTERVAL="1s", VMHEALTH_AGENT_TIMEOUT="1s", **env))
+    agent.start()
+    return agent, agent.log_path
 
 
 def test_agent_identified_by_smbios_uuid_reports_and_survives_an_exporter_restart(
@@ -161,16 +138,16 @@ def test_agent_identified_by_smbios_uuid_reports_and_survives_an_exporter_restar
 
         exporter.stop()
         time.sleep(3)  # several intervals with the exporter gone
-        assert agent.poll() is None, log.read_text()
+        assert agent.running, log.read_text()
         exporter.start()
         wait_for("a heartbeat after the restart", lambda: (exporter.heartbeat(vmid) or 0) > first + 3,
                  logs=log.read_text)
         wait_for("the recovery logged", lambda: "accepts reports again" in log.read_text(), logs=log.read_text)
-        assert agent.poll() is None
+        assert agent.running
     finally:
-        stop(agent)
+        agent.stop()
     text = log.read_text()
-    assert agent.returncode == 0, text
+    assert agent.process.returncode == 0, text
     assert text.count("unreachable") == 1, text  # a state change, logged once for many failed attempts
     assert API_KEY not in text and derive_vm_key(API_KEY, "lab", vmid) not in text
 
@@ -183,9 +160,9 @@ def test_a_wrong_key_is_logged_once_and_clearly(tmp_path: Path, exporter: Export
     try:
         wait_for("the refusal logged", lambda: "refused" in log.read_text(), logs=log.read_text)
         time.sleep(3)  # more refused attempts
-        assert agent.poll() is None
+        assert agent.running
     finally:
-        stop(agent)
+        agent.stop()
     refusals = [line for line in log.read_text().splitlines() if "refused" in line]
     assert len(refusals) == 1, log.read_text()
     assert "(401)" in refusals[0] and "agent.api_key" in refusals[0] and "not-the-exporters-key" not in refusals[0]
@@ -199,9 +176,8 @@ def test_shell_agent_payload_is_accepted(tmp_path: Path, exporter: Exporter, sim
     env = clean_env(VMHEALTH_AGENT_EXPORTER_URL=exporter.url,
                     VMHEALTH_AGENT_API_KEY=derive_vm_key(API_KEY, "lab", vmid), VMHEALTH_AGENT_VMID=str(vmid),
                     VMHEALTH_AGENT_INTERVAL="1", VMHEALTH_AGENT_CLUSTER="lab")
-    with log.open("ab") as handle:
-        proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)
+    proc = Child("shell agent", ["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], log, None, env)
+    proc.start()
     try:
         wait_for(f"a heartbeat of vmid {vmid} from the shell agent", lambda: exporter.heartbeat(vmid),
                  logs=lambda: log.read_text() + exporter.log.read_text())
@@ -209,7 +185,7 @@ def test_shell_agent_payload_is_accepted(tmp_path: Path, exporter: Exporter, sim
         assert re.search(rf'vmhealth_guest_disk_total_bytes\{{[^}}]*vmid="{vmid}"[^}}]*\}} [1-9]', page)
         assert re.search(rf'vmhealth_guest_cpu_usage_ratio\{{[^}}]*vmid="{vmid}"', page)
     finally:
-        stop(proc)
+        proc.stop()
     assert "reporting to" in log.read_text()
     assert "refused" not in log.read_text()
 
@@ -224,16 +200,15 @@ def test_shell_agent_reports_to_every_exporter_while_one_is_down(tmp_path: Path,
     env = clean_env(VMHEALTH_AGENT_EXPORTER_URLS=f"{dead},{exporter.url}", VMHEALTH_AGENT_CLUSTER="lab",
                     VMHEALTH_AGENT_API_KEY=derive_vm_key(API_KEY, "lab", vmid), VMHEALTH_AGENT_VMID=str(vmid),
                     VMHEALTH_AGENT_INTERVAL="1")
-    with log.open("ab") as handle:
-        proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)
+    proc = Child("shell agent", ["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], log, None, env)
+    proc.start()
     try:
         first = wait_for(f"a heartbeat of vmid {vmid}", lambda: exporter.heartbeat(vmid),
                          logs=lambda: log.read_text() + exporter.log.read_text())
         wait_for("a later heartbeat", lambda: (exporter.heartbeat(vmid) or 0) > first + 1.5, logs=log.read_text)
     finally:
-        stop(proc)
-    assert proc.returncode == 0
+        proc.stop()
+    assert proc.process.returncode == 0
     text = log.read_text()
     assert text.count(f"exporter {dead}/api/health/report unreachable") == 1, text
     assert f"reporting to {exporter.url}/api/health/report" in text
@@ -270,8 +245,8 @@ def test_pull_mode_process_serves_promtool_valid_metrics(tmp_path: Path, promtoo
     try:
         page = wait_for("/metrics served", lambda: http_get(f"http://127.0.0.1:{port}/metrics"), logs=log.read_text)
     finally:
-        stop(agent)
+        agent.stop()
     assert 'vmid="123"' in page and "vmhealth_agent_memory_total_bytes" in page
     done = subprocess.run([promtool, "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
-    assert agent.returncode == 0, log.read_text()
+    assert agent.process.returncode == 0, log.read_text()

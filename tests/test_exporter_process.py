@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -13,7 +11,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.exporter_fixtures import API_KEY, report
-from vmhealth.stack.processes import stop_process
+from vmhealth.stack.launcher import Child, clean_env, vmhealth_command
 
 
 def write_config(tmp_path: Path, port: int, pve_port: int) -> Path:
@@ -30,29 +28,9 @@ def write_config(tmp_path: Path, port: int, pve_port: int) -> Path:
     return path
 
 
-def start(config: Path, log_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "vmhealth", "exporter", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, deadline: float = 20) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"exporter exited: {log_path.read_text()}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"exporter not ready: {log_path.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    stop_process(proc, timeout=20)
+def exporter(config: Path, url: str, log_path: Path) -> Child:
+    return Child("exporter", vmhealth_command("exporter", config), log_path, f"{url}/readyz", clean_env(),
+                 stop_timeout=20)
 
 
 def test_exporter_serves_with_proxmox_unreachable_and_keeps_no_guest_proxmox_never_listed(tmp_path):
@@ -62,28 +40,21 @@ def test_exporter_serves_with_proxmox_unreachable_and_keeps_no_guest_proxmox_nev
     config = write_config(tmp_path, port, pve_port)
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "exporter.log"
-    proc = start(config, log_path)
-    try:
-        wait_ready(url, proc, log_path)
+    proc = exporter(config, url, log_path)
+    with proc.started(20):
         reply = requests.post(f"{url}/api/health/report", json=report(100), headers={"X-API-Key": API_KEY}, timeout=5)
         assert reply.status_code == 200, reply.text
         page = requests.get(f"{url}/metrics", timeout=5).text
         assert 'vmhealth_pve_up{cluster="lab"} 0' in page
         line = next(x for x in page.splitlines() if x.startswith("vmhealth_heartbeat_timestamp_seconds{"))
         first_seen = float(line.rsplit(" ", 1)[1])
-    finally:
-        stop(proc)
-    assert proc.returncode == 0, log_path.read_text()
+    assert proc.process.returncode == 0, log_path.read_text()
     assert "secret-uuid" not in log_path.read_text() and API_KEY not in log_path.read_text()
 
     assert first_seen > 0
-    proc = start(config, log_path)
-    try:
-        wait_ready(url, proc, log_path)
+    with proc.started(20):  # restarted on the same database
         page = requests.get(f"{url}/metrics", timeout=5).text
         assert not [x for x in page.splitlines() if x.startswith("vmhealth_heartbeat_timestamp_seconds{")]
-    finally:
-        stop(proc)
 
 
 def test_exporter_refuses_a_broken_config_with_the_check_config_lines(tmp_path):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,7 +19,8 @@ import yaml
 
 from tests.conftest import binary, free_port
 from tests.test_webhook_support import ADMIN, TOKEN, auth, send_alert
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child, vmhealth_command
+from vmhealth.stack.processes import wait_for
 
 
 def reachable(url: str) -> bool:
@@ -59,39 +58,28 @@ class Remediation:
                         "policy": {"boot_grace": "0s", "cooldown": "10m", "task_timeout": "60s",
                                    **(policy or {})}},
         }))
-        self.process: subprocess.Popen[bytes] | None = None
-        self.alertmanager: subprocess.Popen[bytes] | None = None
+        # the test run's own environment, VMHEALTH_* included
+        self.process = Child("the webhook", vmhealth_command("webhook", self.config), folder / "webhook.log",
+                             f"{self.webhook}/healthz", {**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.alertmanager: Child | None = None
         self.starts = 0
 
     @property
     def log(self) -> Path:
-        return self.folder / "webhook.log"
+        return self.process.log_path
 
     def start_webhook(self) -> None:
         self.starts += 1
         with open(self.log, "ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "vmhealth", "webhook", "--config", str(self.config)], stdout=log,
-                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            wait_for(lambda: self.process.poll() is not None or reachable(f"{self.webhook}/healthz"), 60,
-                     "the webhook to listen")
-        except TimeoutError:
-            raise AssertionError(f"the webhook did not start:\n{self.log.read_text()[-3000:]}") from None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the webhook exited:\n{self.log.read_text()[-3000:]}")
+        self.process.start(60)
 
     def stop_webhook(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, timeout=15)
+        self.process.stop()
 
     def kill_webhook(self) -> None:
         """SIGKILL: no shutdown hook runs, as after a power cut or the OOM killer."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
+        self.process.stop(kill=True)
 
     def start_alertmanager(self, group_interval: str = "2s") -> None:
         (self.folder / "token").write_text(TOKEN)
@@ -105,16 +93,15 @@ class Remediation:
             }]}],
         }
         (self.folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
-        with open(self.folder / "alertmanager.log", "ab") as log:
-            self.alertmanager = subprocess.Popen(
-                [binary("alertmanager"), f"--config.file={self.folder / 'alertmanager.yml'}",
-                 f"--storage.path={self.folder / 'am-data'}", f"--web.listen-address=127.0.0.1:{self.am_port}",
-                 "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: reachable(f"{self.am}/-/ready"), 60, "Alertmanager to be ready")
+        self.alertmanager = Child("Alertmanager", [
+            binary("alertmanager"), f"--config.file={self.folder / 'alertmanager.yml'}",
+            f"--storage.path={self.folder / 'am-data'}", f"--web.listen-address=127.0.0.1:{self.am_port}",
+            "--cluster.listen-address="], self.folder / "alertmanager.log", f"{self.am}/-/ready")
+        self.alertmanager.start(60)
 
     def stop_alertmanager(self) -> None:
         if self.alertmanager is not None:
-            stop_process(self.alertmanager, timeout=15)
+            self.alertmanager.stop()
 
     # --- what the tests do and look at ---------------------------------------------------------
     def fire(self, vmid: int, resolved: bool = False) -> None:
