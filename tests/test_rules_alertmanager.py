@@ -9,7 +9,6 @@ and what a stand-in webhook on 127.0.0.1 received.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ import requests
 import yaml
 
 from tests.conftest import binary, free_port
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child
+from vmhealth.stack.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "alertmanager-to-webhook-token"
@@ -75,26 +75,12 @@ def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "alertmanager.log", "w") as log:
-        process = subprocess.Popen(
-            [path, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )
-        try:
-            wait_for(lambda: _ready(url), 30, "Alertmanager to be ready")
-            yield url
-        finally:
-            stop_process(process)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
+    alertmanager = Child("Alertmanager", [
+        path, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
+    ], tmp_path / "alertmanager.log", f"{url}/-/ready", stop_timeout=10)
+    with alertmanager.started(30):
+        yield url
 
 
 def alert(name: str, severity: str, ends: datetime | None = None, **labels: str) -> dict[str, Any]:

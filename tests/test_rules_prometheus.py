@@ -9,8 +9,6 @@ VMHung itself shows up as pending (its `for: 3m` is not waited out here, promtoo
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,32 +20,11 @@ import yaml
 
 from tests.conftest import binary, free_port
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child, clean_env
+from vmhealth.stack.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "prometheus-e2e-agent-key"
-
-
-def _get(url: str) -> requests.Response | None:
-    try:
-        return requests.get(url, timeout=2)
-    except requests.ConnectionError:
-        return None
-
-
-class Process:
-    """A child process that is always stopped, with its output in a log file."""
-
-    def __init__(self, command: list[str], log: Path):
-        self.log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.log = log
-        # the test run's own VMHEALTH_* switches are not configuration for the program under test
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.log_file.close()
 
 
 @pytest.fixture
@@ -66,18 +43,13 @@ def exporter(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
                      "database_url": f"sqlite:///{tmp_path}/exporter.db", "threads": 2},
     }
     (tmp_path / "vmhealth.yml").write_text(yaml.safe_dump(config))
-    process = Process([sys.executable, "-m", "vmhealth.cli", "exporter", "--config", str(tmp_path / "vmhealth.yml")],
-                      tmp_path / "exporter.log")
     url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(lambda: (r := _get(f"{url}/readyz")) is not None and r.status_code == 200, 60,
-                     "the exporter to be ready")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; its log:\n{process.log.read_text()[-3000:]}") from None
+    # the test run's own VMHEALTH_* switches are not configuration for the program under test
+    exporter = Child("the exporter", [sys.executable, "-m", "vmhealth.cli", "exporter", "--config",
+                                      str(tmp_path / "vmhealth.yml")], tmp_path / "exporter.log", f"{url}/readyz",
+                     clean_env(), stop_timeout=10)
+    with exporter.started(60):
         yield url
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -93,15 +65,13 @@ def prometheus(exporter: str, tmp_path: Path) -> Iterator[str]:
     (tmp_path / "sd").mkdir()
     (tmp_path / "sd" / "agents-lab.yml").write_text((ROOT / "prometheus" / "sd" / "agents.example.yml").read_text())
     port = free_port()
-    process = Process([path, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                       f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "prometheus.log")
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: (r := _get(f"{url}/-/ready")) is not None and r.status_code == 200, 60,
-                 "Prometheus to be ready")
+    prometheus = Child("Prometheus", [path, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                      f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                      f"--web.listen-address=127.0.0.1:{port}"],
+                       tmp_path / "prometheus.log", f"{url}/-/ready", clean_env(), stop_timeout=10)
+    with prometheus.started(60):
         yield url
-    finally:
-        process.stop()
 
 
 def query(prometheus: str, expr: str) -> dict[tuple[str, ...], float]:

@@ -19,22 +19,12 @@ import yaml
 
 from tests.conftest import binary, free_port
 from tests.test_webhook_support import ADMIN, TOKEN, auth, send_alert
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child, vmhealth_command
+from vmhealth.stack.processes import wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
 
-
-
-def _reachable(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    stop_process(process, timeout=15)
 
 
 @pytest.fixture
@@ -63,24 +53,15 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         }
         (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        webhook_log = open(tmp_path / "webhook.log", "wb")  # noqa: SIM115 - closed in the finally
-        am_log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115
-        webhook = subprocess.Popen([sys.executable, "-m", "vmhealth", "webhook", "--config", str(config_path)],
-                                   stdout=webhook_log, stderr=subprocess.STDOUT, env=env)
-        am = subprocess.Popen([alertmanager, f"--config.file={tmp_path / 'alertmanager.yml'}",
-                               f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-                               "--cluster.listen-address="], stdout=am_log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: _reachable(f"http://127.0.0.1:{webhook_port}/healthz"), 60,
-                     "the webhook to listen")
-            wait_for(lambda: _reachable(f"http://127.0.0.1:{am_port}/-/ready"), 60, "Alertmanager to be ready")
+        webhook = Child("the webhook", vmhealth_command("webhook", config_path), tmp_path / "webhook.log",
+                        f"http://127.0.0.1:{webhook_port}/healthz", env)
+        am = Child("Alertmanager", [alertmanager, f"--config.file={tmp_path / 'alertmanager.yml'}",
+                                    f"--storage.path={tmp_path / 'am-data'}",
+                                    f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
+                   tmp_path / "alertmanager.log", f"http://127.0.0.1:{am_port}/-/ready")
+        with webhook.started(60), am.started(60):
             yield {"sim": sim, "webhook": f"http://127.0.0.1:{webhook_port}", "am": f"http://127.0.0.1:{am_port}",
                    "config": str(config_path), "tmp": tmp_path}
-        finally:
-            stop(am)
-            stop(webhook)
-            webhook_log.close()
-            am_log.close()
 
 
 def cli(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
