@@ -28,7 +28,8 @@ from tests.tls_support import Pki, make_pki, reissue
 from vmhealth.agent.push import Pusher
 from vmhealth.agent.server import MetricsServer
 from vmhealth.simulator.testing import running_simulator
-from vmhealth.stack.processes import free_port, stop_process, wait_for
+from vmhealth.stack.launcher import Child, clean_env
+from vmhealth.stack.processes import free_port, wait_for
 from vmhealth.tls import ServerFiles, reloading_server_context
 
 pytestmark = pytest.mark.slow
@@ -155,13 +156,9 @@ def test_the_shell_agent_pushes_over_mutual_tls(mutual: Served, pki: Pki, tmp_pa
            "VMHEALTH_AGENT_API_KEY": AGENT_KEY, "VMHEALTH_AGENT_VMID": "101", "VMHEALTH_AGENT_INTERVAL": "1",
            "VMHEALTH_AGENT_CA_BUNDLE": str(pki.ca), "VMHEALTH_AGENT_CLIENT_CERT_FILE": str(pki.client.cert),
            "VMHEALTH_AGENT_CLIENT_KEY_FILE": str(pki.client.key)}
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], stdout=sink,
-                                stderr=subprocess.STDOUT, env=env)
-    try:
+    with Child("shell agent", ["sh", str(AGENT_SH), "--defaults", str(tmp_path / "absent")], log, None, env,
+               stop_timeout=10).started():
         wait_for(lambda: "reporting to" in log.read_text(), 20, "the shell agent's first report")
-    finally:
-        stop_process(proc, timeout=10)
     assert "refused" not in log.read_text()
 
 
@@ -212,27 +209,14 @@ def test_the_documented_gunicorn_command_serves_https_from_the_files_keys(pki: P
         "webhook": {"listen": f"127.0.0.1:{port}", "token": "alertmanager-token-from-file",
                     "admin_token": "admin-token-from-file", "database_url": f"sqlite:///{tmp_path / 'webhook.db'}",
                     **tls_section(pki, tmp_path, client_ca=True)}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    env["VMHEALTH_CONFIG"] = str(tmp_path / "vmhealth.yml")
     root = Path(__file__).resolve().parents[1]
-    with (tmp_path / "gunicorn.log").open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "webhook/gunicorn.conf.py"),
-                                    "vmhealth.webhook:create_app()"], cwd=tmp_path, env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT)
     good = {"verify": str(pki.ca), "cert": (str(pki.client.cert), str(pki.client.key))}
-    try:
-        def up() -> bool:
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
-            try:
-                return requests.get(f"https://127.0.0.1:{port}/healthz", timeout=2, **good).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(up, 60, "gunicorn serving the webhook over https")
-        with pytest.raises(requests.exceptions.ConnectionError):
-            requests.get(f"https://127.0.0.1:{port}/healthz", timeout=5, verify=str(pki.ca))
-    finally:
-        stop_process(process, timeout=30)
+    gunicorn = Child("gunicorn", [sys.executable, "-m", "gunicorn", "-c", str(root / "webhook/gunicorn.conf.py"),
+                                  "vmhealth.webhook:create_app()"], tmp_path / "gunicorn.log",
+                     f"https://127.0.0.1:{port}/healthz", clean_env(VMHEALTH_CONFIG=str(tmp_path / "vmhealth.yml")),
+                     good, stop_timeout=30, cwd=tmp_path)
+    with gunicorn.started(60), pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"https://127.0.0.1:{port}/healthz", timeout=5, verify=str(pki.ca))
 
 
 def test_pipelined_requests_over_tls_are_all_answered(mutual: Served, pki: Pki) -> None:

@@ -32,13 +32,12 @@ def test_factory_reads_the_file_named_by_vmhealth_config(tmp_path: Path, monkeyp
 def test_the_documented_gunicorn_command_serves_with_the_files_settings(tmp_path: Path, component: str) -> None:
     """`VMHEALTH_CONFIG=… gunicorn -c <component>/gunicorn.conf.py 'vmhealth.<component>:create_app()'`:
     the listen address and the limits come from the file, as `vmhealth <component>` uses them."""
-    import os
-    import subprocess
     import sys
 
     import requests
 
-    from vmhealth.stack.processes import free_port, stop_process, wait_for
+    from vmhealth.stack.launcher import Child, clean_env
+    from vmhealth.stack.processes import free_port
 
     port = free_port()
     config_file = tmp_path / "vmhealth.yml"
@@ -56,23 +55,10 @@ def test_the_documented_gunicorn_command_serves_with_the_files_settings(tmp_path
         f"  database_url: sqlite:///{tmp_path / 'webhook.db'}\n"
     )
     root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
-    env["VMHEALTH_CONFIG"] = str(config_file)
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / component / "gunicorn.conf.py"),
-                                f"vmhealth.{component}:create_app()"], cwd=tmp_path, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        def up() -> bool:
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(up, 60, f"gunicorn serving the {component} on the file's address")
+    gunicorn = Child("gunicorn", [sys.executable, "-m", "gunicorn", "-c", str(root / component / "gunicorn.conf.py"),
+                                  f"vmhealth.{component}:create_app()"], tmp_path / "gunicorn.log",
+                     f"http://127.0.0.1:{port}/healthz", clean_env(VMHEALTH_CONFIG=str(config_file)), stop_timeout=30,
+                     cwd=tmp_path)
+    with gunicorn.started(60):
         page = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert 'vmhealth_http_connections_refused_total{reason="per-address-limit"}' in page
-    finally:
-        stop_process(process, timeout=30)
-        log.close()

@@ -50,6 +50,7 @@ class Child:
     ready_options: dict[str, Any] = field(default_factory=dict)  # requests' verify/cert for an https probe
     stop_timeout: float = 15
     own_session: bool = False
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -60,7 +61,7 @@ class Child:
             return
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                        start_new_session=self.own_session)
+                                        cwd=self.cwd, start_new_session=self.own_session)
         if self.ready_url is not None:
             self.wait_until(self._answers, timeout, f"{self.name} to be ready")
 
