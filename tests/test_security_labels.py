@@ -20,7 +20,8 @@ from tests.conftest import binary, free_port
 from tests.test_security_support import AGENT_KEY, Served, exporter_config, serve
 from vmhealth.config import ConfigError, load
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.launcher import Child
+from vmhealth.stack.processes import wait_for
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 HOSTILE = ['quote"in', "back\\slash", "new\nline", "\\n literal", 'x",injected="1', "brace}{=,", "tab\there",
@@ -58,14 +59,10 @@ def prometheus(exporter: Served, folder: Path) -> Any:
                                       "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}]}]}
         (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
-        with (folder / "prometheus.log").open("wb") as log:
-            process = subprocess.Popen([binary("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-                                        f"--storage.tsdb.path={folder / 'tsdb'}",
-                                        f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-        try:
+        with Child("Prometheus", [binary("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
+                                  f"--storage.tsdb.path={folder / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                   folder / "prometheus.log", stop_timeout=10).started():
             yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(process)
 
     return run()
 

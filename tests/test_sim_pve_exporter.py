@@ -4,9 +4,7 @@ simulator: every collector, cluster and node, no error, and the series it is kno
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
-from vmhealth.stack.processes import stop_process
+from vmhealth.stack.launcher import Child
 
 pytestmark = pytest.mark.slow
 
@@ -33,24 +31,22 @@ def pve_exporter(tmp_path: Path, port: int) -> Iterator[tuple[RunningSimulator, 
         config.write_text(yaml.safe_dump({"default": {
             "user": user, "token_name": token_name, "token_value": sim.token_secret, "verify_ssl": sim.ca_bundle,
         }}))
-        log_path = tmp_path / "pve_exporter.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen([command, "--config.file", str(config), "--web.listen-address",
-                                        f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        requests.get(f"{url}/metrics", timeout=2)
-                        break
-                    except requests.ConnectionError:
-                        if process.poll() is not None or time.monotonic() > deadline:
-                            raise AssertionError(log_path.read_text(errors="replace")) from None
-                        time.sleep(0.1)
-                yield sim, url
-            finally:
-                stop_process(process)
+        url = f"http://127.0.0.1:{port}"
+        pve = Child("pve_exporter", [command, "--config.file", str(config),
+                                     "--web.listen-address", f"127.0.0.1:{port}"],
+                    tmp_path / "pve_exporter.log", stop_timeout=10)
+        with pve.started():
+            pve.wait_until(lambda: _answers(f"{url}/metrics"), 30, "pve_exporter to listen", 0.1)
+            yield sim, url
+
+
+def _answers(url: str) -> bool:
+    """Any answer: it listens (what it answers is for the tests to check)."""
+    try:
+        requests.get(url, timeout=2)
+        return True
+    except requests.ConnectionError:
+        return False
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
