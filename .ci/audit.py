@@ -36,9 +36,9 @@ PYPI = "https://pypi.org/pypi/{name}/json"
 IGNORED: dict[str, str] = {}  # advisory id -> why it does not apply to vmhealth
 # package -> why it may stay unaudited while an installed package caps it below its latest release
 HELD_BACK: dict[str, str] = {
-    "jsonschema-rs": "test only: schemathesis's JSON Schema validator (tests/test_openapi.py); "
+    "jsonschema-rs": "test only: schemathesis's JSON Schema validator (tests/core/test_openapi.py); "
                      "no part of vmhealth installs or imports it",
-    "selenium": "test only: drives Debian's chromium in the console's browser tests (tests/browser_support.py); "
+    "selenium": "test only: drives Debian's chromium in the console's browser tests (tests/helpers/browser.py); "
                 "no part of vmhealth installs or imports it",
 }
 PROJECT = "vmhealth"

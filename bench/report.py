@@ -74,7 +74,7 @@ def _header(data: dict[str, Any]) -> list[str]:
         "`make bench` (`python bench/run_all.py`), which runs the scripts in `bench/` and rewrote this page;",
         "each script measures both sides in the same run, alternately, on the same machine, so the **ratios**",
         "are the claims: absolute times drift on a shared machine. CI runs every script's `--smoke` version",
-        "(`tests/test_bench_smoke.py`), which checks that they run, not the numbers.",
+        "(`tests/deploy/test_bench_smoke.py`), which checks that they run, not the numbers.",
         "",
         f"- **Machine:** {m['cores']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}, "
         f"Linux {m['kernel']}",

@@ -20,7 +20,7 @@ ROLES: dict[str, frozenset[str]] = {
     # everything vmhealth or prometheus-pve-exporter could need
     "full": frozenset({"Sys.Audit", "Sys.Modify", "Datastore.Audit", "VM.Audit", "VM.PowerMgmt", "VM.Monitor",
                        "VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted", "VM.Config.Options"}),
-    # exactly the roles docs/security.md creates with pveum (tests/test_security_privileges.py checks):
+    # exactly the roles docs/security.md creates with pveum (tests/deploy/test_pve_privileges.py checks):
     # VMHealthAuditor, read only, for the exporter
     "audit": frozenset({"Sys.Audit", "VM.Audit"}),
     # VMHealthRemediator, for the webhook: VM.GuestAgent.Audit for its agent/ping before a reset (PVE 9)

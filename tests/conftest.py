@@ -15,17 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from vmhealth.stack.binaries import INSTALL_HINT, find_binary
+from tests.helpers.requirements import binary, required
 from vmhealth.stack.processes import free_port
-
-__all__ = ["binary", "free_port"]
 
 POSTGRES_URL = os.environ.get("VMHEALTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run."""
-    if not _required("VMHEALTH_FORBID_SKIPS"):
+    if not required("VMHEALTH_FORBID_SKIPS"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
@@ -37,21 +35,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def port() -> int:
     return free_port()
-
-
-def _required(variable: str) -> bool:
-    return os.environ.get(variable, "") not in ("", "0", "false", "no")
-
-
-def binary(name: str) -> str:
-    """The path of a Debian monitoring binary; skip (or fail, when required) if it is missing."""
-    path = find_binary(name)
-    if path:
-        return path
-    message = f"{name} is not installed ({INSTALL_HINT})"
-    if _required("VMHEALTH_REQUIRE_BINARIES"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +55,7 @@ def postgres_server_url() -> str:
         engine.dispose()
     except Exception as exc:
         message = f"PostgreSQL at {url} is not reachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-        if _required("VMHEALTH_REQUIRE_POSTGRES"):
+        if required("VMHEALTH_REQUIRE_POSTGRES"):
             pytest.fail(message)
         pytest.skip(message)
     return url

@@ -2,7 +2,7 @@
 
 The facts (Proxmox's live state, counts from the database) are gathered by `remediate.py`; keeping
 the judgement here makes every rule testable without a network or a database. A refusal is a
-`Skip(reason, detail)`; the reasons are stable words, listed in the README, that end up in the
+`Skip(reason, detail)`; the reasons are stable words, listed in docs/webhook.md, that end up in the
 history as `skipped:<reason>`.
 """
 

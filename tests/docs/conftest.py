@@ -1,0 +1,1 @@
+"""The documentation: links and anchors that resolve, and vocabularies that match the code."""
