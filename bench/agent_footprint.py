@@ -16,7 +16,6 @@ Results go to bench/results/agent_footprint.json (or `--out`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -26,11 +25,10 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import psutil
-from common import write_result
+from common import parse_script_args, script_parser, write_result
 
 from vmhealth.stack.processes import free_port
 
@@ -144,15 +142,11 @@ def measure_scrapes(name: str, command: list[str], url: str, cycles: int, env: d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--cycles", type=int, default=100, help="measured cycles per program (default 100)")
     parser.add_argument("--interval", type=float, default=0.5, help="push interval in seconds (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds: 5 cycles")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.cycles, args.interval = 5, 0.2
+    args = parse_script_args(parser, "a few seconds: 5 cycles", cycles=5, interval=0.2)
 
     results = [measure_push(args.cycles, args.interval), measure_push(args.cycles, args.interval, one_down=True)]
     port = free_port()

@@ -7,6 +7,7 @@ on a shared machine, ratios taken side by side much less.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -146,3 +147,28 @@ def ratio(slow: float, fast: float) -> float:
 
 def elapsed(started: float) -> float:
     return time.perf_counter() - started
+
+
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A bench script's parser: its module docstring is its --help."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def parse_script_args(parser: argparse.ArgumentParser, smoke: str | None = None,
+                      **smoke_sizes: Any) -> argparse.Namespace:
+    """The command line, after the options every script ends with: --smoke (when `smoke` says what it
+    runs; it sets `smoke_sizes`) and --out."""
+    if smoke is not None:
+        parser.add_argument("--smoke", action="store_true", help=smoke)
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    args = parser.parse_args()
+    if getattr(args, "smoke", False):
+        vars(args).update(smoke_sizes)
+    return args
+
+
+def save_result(name: str, data: dict[str, Any], args: argparse.Namespace) -> Path:
+    """write_result as <name>_smoke after --smoke, and say where."""
+    path = write_result(name + ("_smoke" if getattr(args, "smoke", False) else ""), data, args.out)
+    print(f"wrote {path}")
+    return path

@@ -16,7 +16,6 @@ Result: bench/results/console_render.json and a table on stdout.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import requests
 import yaml
-from common import percentile, start_child, write_result
+from common import parse_script_args, percentile, script_parser, start_child, write_result
 
 from vmhealth.db import make_engine, upgrade
 from vmhealth.models.webhook import Action, Incident, Quarantine
@@ -111,12 +110,11 @@ def timed(session: requests.Session, url: str, count: int) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--guests", type=int, default=1000, help="guests Prometheus knows of (1000)")
     parser.add_argument("--rows", type=int, default=10000, help="history rows in the database (10000)")
     parser.add_argument("--requests", type=int, default=20, help="requests per page (20)")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
+    args = parse_script_args(parser)
     fleet = guests(args.guests)
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="vmhealth-console-") as tmp:

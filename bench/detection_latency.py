@@ -25,15 +25,13 @@ Tools heartbeats stop, and a reset only once the VM did no I/O for the 120 s `da
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from common import write_result
+from common import parse_script_args, save_result, script_parser
 
 from vmhealth.stack.processes import wait_for
 from vmhealth.stack.running import StackSettings, running_stack
@@ -60,18 +58,15 @@ def design_worst(s: dict[str, float]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="divide production timings by this (default 1: the figures that count)")
     parser.add_argument("--hung", type=int, default=6, help="guests frozen, a few seconds apart (default 6)")
     parser.add_argument("--agent-dead", type=int, default=2,
                         help="guests whose vmhealth agent dies while they keep working (default 2)")
     parser.add_argument("--guests", type=int, default=40)
-    parser.add_argument("--smoke", action="store_true", help="timings / 60, one guest hung, one agent dead")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.scale, args.hung, args.agent_dead, args.guests = 60.0, 1, 1, 6
+    args = parse_script_args(parser, "timings / 60, one guest hung, one agent dead",
+                             scale=60.0, hung=1, agent_dead=1, guests=6)
     if args.hung < 1 or args.agent_dead < 0 or args.guests < 2 * (args.hung + args.agent_dead) + 1:
         parser.error("--hung must be at least 1, and --guests more than twice --hung plus --agent-dead "
                      "(so that neither the circuit breaker nor the mass-loss rule holds the resets)")
@@ -134,8 +129,7 @@ def main() -> int:
           f"{result['min_s']:.1f}, max {result['max_s']:.1f}) over {len(rows)} guests; this design's worst "
           f"{result['design_worst_s']:.1f} s; the original's worst {original_worst:.1f} s; "
           f"resets of guests whose agent died: {result['wrongful_resets']}")
-    path = write_result("detection_latency" + ("_smoke" if args.smoke else ""), result, args.out)
-    print(f"wrote {path}")
+    save_result("detection_latency", result, args)
     return 1 if result["wrongful_resets"] else 0
 
 

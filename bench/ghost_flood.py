@@ -17,7 +17,6 @@ Result: bench/results/ghost_flood.json and a line on stdout.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-from common import write_result
+from common import parse_script_args, script_parser, write_result
 from webhook_latency import TOKEN, notification, webhook
 
 from vmhealth.simulator.testing import running_simulator
@@ -48,10 +47,9 @@ def metric(url: str, prefix: str) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--ghosts", type=int, default=2000, help="forged alerts in the first notification (2000)")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
+    args = parse_script_args(parser)
     starts_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     with tempfile.TemporaryDirectory(prefix="vmhealth-ghosts-") as tmp, \
             running_simulator(nodes=2, guests=20, task_seconds=0.1) as sim:

@@ -16,7 +16,6 @@ Reports/s counts 2xx answers; latency is request written to answer read, per req
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -25,7 +24,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from common import exporter_child, ratio, start_child, summary, write_result
+from common import (
+    exporter_child,
+    parse_script_args,
+    ratio,
+    save_result,
+    script_parser,
+    start_child,
+    summary,
+)
 from loadgen import build_request, run_load
 from pyspy import Profiler
 
@@ -76,17 +83,14 @@ def requests_for(target: str, guests: int, nodes: int, cluster: str = "sim") -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--connections", default="4,8,16,32", help="concurrency levels (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per level and target (default 8)")
     parser.add_argument("--guests", type=int, default=1000)
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="py-spy the exporter at the highest concurrency")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds: 4 connections, 1 s")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.connections, args.seconds, args.guests, args.nodes = "4", 1.0, 20, 2
+    args = parse_script_args(parser, "a few seconds: 4 connections, 1 s",
+                             connections="4", seconds=1.0, guests=20, nodes=2)
     levels = [int(x) for x in args.connections.split(",")]
     ours_port, push_port = free_port(), free_port()
     rows: list[dict[str, Any]] = []
@@ -126,8 +130,7 @@ def main() -> int:
     result = {"guests": args.guests, "rows": rows,
               "best_under_50ms_p99": best and {"connections": best["connections"], "rate": best["rate"],
                                                 "guests_at_30s": int(best["rate"] * 30)}}
-    path = write_result("ingest_rate" + ("_smoke" if args.smoke else ""), result, args.out)
-    print(f"wrote {path}")
+    save_result("ingest_rate", result, args)
     return 0
 
 

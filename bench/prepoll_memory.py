@@ -17,7 +17,6 @@ restored. Goal: at most 200 MB after the reports, nothing restored.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from common import exporter_child, tree_rss, write_result
+from common import exporter_child, parse_script_args, save_result, script_parser, tree_rss
 from loadgen import build_request, run_load
 
 from vmhealth.stack.processes import free_port
@@ -57,14 +56,10 @@ def stored_rows(database: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--guests", type=int, default=20_000, help="forged identities (default 20,000)")
     parser.add_argument("--disks", type=int, default=60, help="disks per report (default 60)")
-    parser.add_argument("--smoke", action="store_true", help="500 guests")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.guests = 500
+    args = parse_script_args(parser, "500 guests", guests=500)
     unreachable = {"name": "lab", "host": f"127.0.0.1:{free_port()}", "token_id": "monitor@pve!vmhealth",
                    "token_secret": "not-used", "verify_ssl": False, "timeout": "2s"}
     with tempfile.TemporaryDirectory(prefix="vmhealth-bench-") as folder:
@@ -90,8 +85,7 @@ def main() -> int:
           flush=True)
     print(f"stopped: {rows} rows in the database; restarted: {restarted['guests']} guests restored, "
           f"RSS {restarted['rss_mb']} MB")
-    path = write_result("prepoll_memory" + ("_smoke" if args.smoke else ""), result, args.out)
-    print(f"wrote {path}")
+    save_result("prepoll_memory", result, args)
     return 0 if result["goal_met"] else 1
 
 

@@ -12,7 +12,6 @@ limits it (bench/profiles/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import RESULTS, machine, script_parser
 from report import headline, render
 
 BENCH = Path(__file__).resolve().parent
@@ -53,7 +52,7 @@ def run(name: str, extra: list[str], smoke: bool, out: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="every script's --smoke; docs are not written")
     parser.add_argument("--only", help="comma-separated scripts to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")

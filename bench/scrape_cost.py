@@ -16,7 +16,6 @@ pve-exporter scrape, and for ours per poll, over a window with no scrapes and on
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import http.client
 import sys
@@ -27,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import exporter_child, ratio, start_child, summary, write_result
+from common import (
+    exporter_child,
+    parse_script_args,
+    ratio,
+    save_result,
+    script_parser,
+    start_child,
+    summary,
+)
 from pyspy import Profiler
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
@@ -151,18 +158,15 @@ def measure_size(guests: int, nodes: int, scrapes: int, agent_interval: float, p
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--sizes", default="100:10,1000:20,10000:50", help="guests:nodes,... (default %(default)s)")
     parser.add_argument("--scrapes", type=int, default=20, help="scrapes per target and size (default 20)")
     parser.add_argument("--agent-interval", type=float, default=30.0, help="simulated agents' interval (30 s)")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="our exporter's poll interval (5 s)")
     parser.add_argument("--busy-pause", type=float, default=0.5, help="pause between scrapes of the busy window")
     parser.add_argument("--profile", action="store_true", help="py-spy our exporter at the largest size")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds: 20 guests, 3 scrapes")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.sizes, args.scrapes, args.agent_interval, args.poll_interval = "20:2", 3, 1.0, 1.0
+    args = parse_script_args(parser, "a few seconds: 20 guests, 3 scrapes",
+                             sizes="20:2", scrapes=3, agent_interval=1.0, poll_interval=1.0)
     results = []
     sizes = args.sizes.split(",")
     for item in sizes:
@@ -174,8 +178,7 @@ def main() -> int:
             print(f"{result['guests']:>6} guests {row['target']:28} median {row['median_ms']:9.1f} ms  "
                   f"p95 {row['p95_ms']:9.1f} ms  {row['bytes_per_guest']:7.0f} B/guest  "
                   f"{row['series_per_guest']:5.1f} series/guest", flush=True)
-    path = write_result("scrape_cost" + ("_smoke" if args.smoke else ""), {"sizes": results}, args.out)
-    print(f"wrote {path}")
+    save_result("scrape_cost", {"sizes": results}, args)
     return 0
 
 

@@ -14,7 +14,6 @@ heartbeat time in Prometheus (every heartbeat must still arrive). Goal: at most 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from common import exporter_child, prometheus_child, write_result
+from common import exporter_child, parse_script_args, prometheus_child, save_result, script_parser
 
 from vmhealth.keys import derive_vm_key
 from vmhealth.simulator.testing import running_simulator
@@ -104,24 +103,19 @@ def run(reports: int, mountpoints: int, pause: float, scrape_interval: float) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--reports", type=int, default=30)
     parser.add_argument("--mountpoints", type=int, default=64, help="new mountpoint names per report")
     parser.add_argument("--pause", type=float, default=0.6, help="seconds between reports (default 0.6)")
     parser.add_argument("--scrape-interval", type=float, default=0.5, help="Prometheus' (default 0.5 s)")
-    parser.add_argument("--smoke", action="store_true", help="5 reports")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.reports = 5
+    args = parse_script_args(parser, "5 reports", reports=5)
     result = run(args.reports, args.mountpoints, args.pause, args.scrape_interval)
     print(f"{args.reports} reports x {args.mountpoints} new mountpoints and a new hostname: "
           f"{result['series']} series in Prometheus for vmid {VMID} ({result['mountpoints']} mountpoints, "
           f"{result['hostnames']} hostnames; goal <= {GOAL_SERIES}); replies {result['statuses']}; "
           f"last heartbeat in Prometheus {result['last_heartbeat_lag_s']} s before the last reply", flush=True)
     print(f"exporter counters: {result['exporter_counters']}")
-    path = write_result("series_growth" + ("_smoke" if args.smoke else ""), result, args.out)
-    print(f"wrote {path}")
+    save_result("series_growth", result, args)
     return 0 if result["goal_met"] else 1
 
 

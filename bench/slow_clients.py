@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from common import exporter_child, ratio, summary, write_result
+from common import exporter_child, ratio, script_parser, summary, write_result
 from hostile_clients import ConnectionFlood
 from webhook_latency import TOKEN, notification, webhook
 
@@ -95,7 +95,7 @@ def measure(target: str, url: str, cluster: str, vmid: int, condition: str, args
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="probing time per condition (default 20)")
     parser.add_argument("--connections", type=int, default=200, help="hostile connections (default 200)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")

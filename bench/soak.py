@@ -30,7 +30,6 @@ The JSON and a markdown table per minute are written to `--out` (default bench/r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -48,7 +47,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
-from common import cpu_seconds, prometheus_child, start_child, tree_rss
+from common import cpu_seconds, prometheus_child, script_parser, start_child, tree_rss
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
 from vmhealth.stack.binaries import require_binary
@@ -411,7 +410,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     defaults = Settings()
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="how long to measure")
     parser.add_argument("--guests", type=int, default=defaults.guests, help="simulated guests, each with an agent")

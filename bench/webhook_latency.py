@@ -21,7 +21,6 @@ guest-agent ping, which these healthy guests answer, no action).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import requests
 import yaml
-from common import start_child, summary, write_result
+from common import parse_script_args, save_result, script_parser, start_child, summary
 from pyspy import Profiler
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
@@ -107,17 +106,13 @@ def bulk(sim: RunningSimulator, url: str, vmids: list[int]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--alerts", type=int, default=50, help="single-alert notifications timed (default 50)")
     parser.add_argument("--bulk", type=int, default=1000, help="alerts in the bulk notification (default 1000)")
     parser.add_argument("--bulk-modes", default="kill switch,dry-run",
                         help="the bulk runs, comma-separated (default: 'kill switch,dry-run')")
     parser.add_argument("--profile", action="store_true", help="py-spy the webhook during the kill-switch bulk")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds: 3 alerts, a 20-alert notification")
-    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.alerts, args.bulk = 3, 20
+    args = parse_script_args(parser, "a few seconds: 3 alerts, a 20-alert notification", alerts=3, bulk=20)
     modes = {m.strip() for m in args.bulk_modes.split(",") if m.strip()}
     if not modes <= {"kill switch", "dry-run"}:
         parser.error(f"--bulk-modes: unknown {sorted(modes - {'kill switch', 'dry-run'})}")
@@ -148,8 +143,7 @@ def main() -> int:
     for row in result.get("bulk", []):
         print(f"{row['alerts']} alerts ({row['mode']}): recorded in {row['recorded_s']:.2f} s, decided in "
               f"{row['decided_s']:.2f} s, {row['proxmox_calls']} Proxmox calls")
-    path = write_result("webhook_latency" + ("_smoke" if args.smoke else ""), result, args.out)
-    print(f"wrote {path}")
+    save_result("webhook_latency", result, args)
     return 0
 
 
