@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psutil
 from common import parse_script_args, script_parser, write_result
 
+from vmhealth.stack.launcher import Child
 from vmhealth.stack.processes import free_port
 
 WARMUP = 3
@@ -66,43 +69,23 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def agent_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMHEALTH_")}
     return {**env, "VMHEALTH_AGENT_VMID": "100", **extra}
 
 
-def measure_push(cycles: int, interval: float, one_down: bool = False) -> dict[str, Any]:
+def measure_push(cycles: int, interval: float, logs: Path, one_down: bool = False) -> dict[str, Any]:
     receiver = Receiver()
     url = f"http://127.0.0.1:{receiver.server_address[1]}"
     urls = f"{url},http://127.0.0.1:{free_port()}" if one_down else url
     env = agent_env(VMHEALTH_AGENT_EXPORTER_URLS=urls,
                     VMHEALTH_AGENT_API_KEY="bench-footprint-agent-key", VMHEALTH_AGENT_INTERVAL=f"{interval}s",
                     VMHEALTH_AGENT_TIMEOUT=f"{interval * 0.8}s", VMHEALTH_AGENT_MODE="push")
-    proc = subprocess.Popen([sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"], env=env)
+    agent = Child("agent", [sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"],
+                  logs / f"agent-push{'-one-down' if one_down else ''}.log", env=env, stop_timeout=10)
     try:
-        ps = psutil.Process(proc.pid)
+        agent.start()
+        ps = psutil.Process(agent.pid)
         deadline = time.monotonic() + (cycles + WARMUP) * interval * 3 + 60
         while receiver.count < WARMUP and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -112,7 +95,7 @@ def measure_push(cycles: int, interval: float, one_down: bool = False) -> dict[s
         used, done = cpu_seconds(ps) - start_cpu, receiver.count - start_count
         rss = ps.memory_info().rss
     finally:
-        stop(proc)
+        agent.stop()
         receiver.shutdown()
         receiver.server_close()
     name = "vmhealth agent (push, 2 exporters, 1 down)" if one_down else "vmhealth agent (push)"
@@ -120,12 +103,11 @@ def measure_push(cycles: int, interval: float, one_down: bool = False) -> dict[s
             "cpu_ms_per_cycle": 1000 * used / max(done, 1)}
 
 
-def measure_scrapes(name: str, command: list[str], url: str, cycles: int, env: dict[str, str] | None = None,
-                    pause: float = 0.2) -> dict[str, Any]:
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(url, proc)
-        ps = psutil.Process(proc.pid)
+def measure_scrapes(name: str, command: list[str], url: str, cycles: int, logs: Path,
+                    env: dict[str, str] | None = None, pause: float = 0.2) -> dict[str, Any]:
+    log = logs / f"{re.sub(r'[^a-z]+', '-', name)}.log"
+    with Child(name, command, log, url, env, stop_timeout=10).started(30) as child:
+        ps = psutil.Process(child.pid)
         for _ in range(WARMUP):
             urllib.request.urlopen(url, timeout=10).read()
         start_cpu = cpu_seconds(ps)
@@ -135,8 +117,6 @@ def measure_scrapes(name: str, command: list[str], url: str, cycles: int, env: d
             time.sleep(pause)  # as between scrapes: idle time is part of what a program costs
         used = cpu_seconds(ps) - start_cpu
         rss = ps.memory_info().rss
-    finally:
-        stop(proc)
     return {"program": name, "rss_bytes": rss, "cycles": cycles, "cpu_ms_per_cycle": 1000 * used / cycles,
             "page_bytes": size}
 
@@ -148,18 +128,21 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parse_script_args(parser, "a few seconds: 5 cycles", cycles=5, interval=0.2)
 
-    results = [measure_push(args.cycles, args.interval), measure_push(args.cycles, args.interval, one_down=True)]
-    port = free_port()
-    results.append(measure_scrapes(
-        "vmhealth agent (pull)", [sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"],
-        f"http://127.0.0.1:{port}/metrics", args.cycles,
-        env=agent_env(VMHEALTH_AGENT_MODE="pull", VMHEALTH_AGENT_LISTEN=f"127.0.0.1:{port}")))
-    node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-    if node_exporter:
+    with tempfile.TemporaryDirectory(prefix="vmhealth-agent-footprint-") as folder:
+        logs = Path(folder)
+        results = [measure_push(args.cycles, args.interval, logs),
+                   measure_push(args.cycles, args.interval, logs, one_down=True)]
         port = free_port()
-        results.append(measure_scrapes("node_exporter (defaults)", [node_exporter,
-                                       f"--web.listen-address=127.0.0.1:{port}"],
-                                       f"http://127.0.0.1:{port}/metrics", args.cycles))
+        results.append(measure_scrapes(
+            "vmhealth agent (pull)", [sys.executable, "-m", "vmhealth.agent", "--log-level", "warning"],
+            f"http://127.0.0.1:{port}/metrics", args.cycles, logs,
+            env=agent_env(VMHEALTH_AGENT_MODE="pull", VMHEALTH_AGENT_LISTEN=f"127.0.0.1:{port}")))
+        node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+        if node_exporter:
+            port = free_port()
+            results.append(measure_scrapes("node_exporter (defaults)", [node_exporter,
+                                           f"--web.listen-address=127.0.0.1:{port}"],
+                                           f"http://127.0.0.1:{port}/metrics", args.cycles, logs))
     write_result("agent_footprint" + ("_smoke" if args.smoke else ""), {"programs": results}, args.out)
     if args.json:
         print(json.dumps(results, indent=2))

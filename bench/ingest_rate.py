@@ -24,15 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from common import (
-    exporter_child,
-    parse_script_args,
-    ratio,
-    save_result,
-    script_parser,
-    start_child,
-    summary,
-)
+from common import exporter_child, parse_script_args, ratio, save_result, script_parser, start_child, summary
 from loadgen import build_request, run_load
 from pyspy import Profiler
 

@@ -26,15 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import (
-    exporter_child,
-    parse_script_args,
-    ratio,
-    save_result,
-    script_parser,
-    start_child,
-    summary,
-)
+from common import exporter_child, parse_script_args, ratio, save_result, script_parser, start_child, summary
 from pyspy import Profiler
 
 from vmhealth.simulator.testing import RunningSimulator, running_simulator

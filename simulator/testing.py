@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess as sp
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from vmhealth.simulator.ctl import SimControl
-from vmhealth.stack.launcher import Child
 
 
 class RunningSimulator(SimControl):
@@ -121,10 +122,21 @@ def _subprocess(folder: str, a: dict[str, Any]) -> Iterator[RunningSimulator]:
     if a["agents_to"]:
         command += ["--agents-to", a["agents_to"], "--agent-interval", f"{a['agent_interval']}s",
                     "--agent-key", a["agent_key"], "--agent-key-mode", a["agent_key_mode"]]
-    child = Child("vmhealth sim", command, Path(folder) / "sim.log", env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                  stop_timeout=10)
-    with child.started():
-        child.wait_until(ready.exists, a["start_timeout"], "vmhealth sim to start", 0.05)
-        info = json.loads(ready.read_text())
-        yield RunningSimulator(info["host"], info["ca_bundle"], a["token_id"], a["token_secret"],
-                               a["cluster_name"], a["extra"])
+    log_path = Path(folder) / "sim.log"
+    with open(log_path, "wb") as log_file:
+        process = sp.Popen(command, stdout=log_file, stderr=sp.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            deadline = time.monotonic() + a["start_timeout"]
+            while not ready.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"vmhealth sim did not start: {log_path.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.05)
+            info = json.loads(ready.read_text())
+            yield RunningSimulator(info["host"], info["ca_bundle"], a["token_id"], a["token_secret"],
+                                   a["cluster_name"], a["extra"])
+        finally:  # SIGTERM, SIGKILL after 10 s (kill is a no-op once it has exited)
+            process.terminate()
+            with suppress(sp.TimeoutExpired):
+                process.wait(timeout=10)
+            process.kill()
+            process.wait(timeout=10)

@@ -1,6 +1,6 @@
 """The import layers the code map promises, read from the source (ast), not from what a run loads.
 
-- the agent, the exporter and the webhook never import the orchestration (`vmhealth.stack`);
+- the components (agent, exporter, webhook, simulator) never import the orchestration (`vmhealth.stack`);
 - only the entry points import the dispatcher (`vmhealth.cli`);
 - the dispatcher and the subcommand modules of its table form no import cycle.
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # folder -> the package it is installed as ([tool.setuptools.package-dir] in pyproject.toml)
 PACKAGES = {"vmhealth": "vmhealth", "agent": "vmhealth.agent", "exporter": "vmhealth.exporter",
             "webhook": "vmhealth.webhook", "simulator": "vmhealth.simulator"}
-COMPONENTS = ("vmhealth.agent", "vmhealth.exporter", "vmhealth.webhook")
+COMPONENTS = ("vmhealth.agent", "vmhealth.exporter", "vmhealth.webhook", "vmhealth.simulator")
 ENTRY_POINTS = {"vmhealth.__main__"}  # `python -m vmhealth`; `vmhealth = vmhealth.cli:main` names it itself
 
 

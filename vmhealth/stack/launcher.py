@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vmhealth.stack.processes import stop_process, wait_for
+from vmhealth.stack.processes import wait_for
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -137,6 +137,18 @@ class Child:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it is still running after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def _kill_tree(process: subprocess.Popen[bytes]) -> None:
