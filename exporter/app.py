@@ -30,9 +30,9 @@ from vmhealth.exporter.ingest import (
     parse_report,
     vmid_text,
 )
-from vmhealth.exporter.persistence import StateStore, WriteBehind
+from vmhealth.exporter.persistence import GuestStateArchive, WriteBehind
 from vmhealth.exporter.poller import ClusterPoller
-from vmhealth.exporter.state import GuestKey, Store
+from vmhealth.exporter.state import GuestKey, GuestState
 from vmhealth.httpauth import install_throttle, token_ok, unauthorized
 from vmhealth.keys import same_secret
 from vmhealth.process_counters import auth_failed
@@ -59,8 +59,8 @@ class Exporter:
 
     def __init__(self, config: SimpleNamespace):
         self.config = config
-        self.store = Store(config.clusters, config.exporter.api_key, config.exporter.max_unknown_guests)
-        self.db = StateStore(config.exporter.database_url)
+        self.store = GuestState(config.clusters, config.exporter.api_key, config.exporter.max_unknown_guests)
+        self.db = GuestStateArchive(config.exporter.database_url)
         restored = self.db.load()
         self.store.load(restored)
         if restored:

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vmhealth.exporter.state import Amount, PveGuest, Snapshot, Store
+from vmhealth.exporter.state import Amount, GuestState, PveGuest, Snapshot
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
 
 if TYPE_CHECKING:
-    from vmhealth.exporter.persistence import StateStore
+    from vmhealth.exporter.persistence import GuestStateArchive
 
 log = logging.getLogger(__name__)
 UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)
@@ -160,8 +160,8 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
 class ClusterPoller:
     """Polls one cluster into the store."""
 
-    def __init__(self, cluster: SimpleNamespace, store: Store, config: SimpleNamespace,
-                 idle_db: StateStore | None = None, restored: dict[int, IdleRecord] | None = None):
+    def __init__(self, cluster: SimpleNamespace, store: GuestState, config: SimpleNamespace,
+                 idle_db: GuestStateArchive | None = None, restored: dict[int, IdleRecord] | None = None):
         self.cluster = cluster
         self.name: str = cluster.name
         self.store = store

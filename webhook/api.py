@@ -24,7 +24,7 @@ from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
 from vmhealth.webhook import pauses
 from vmhealth.webhook.auth import require_admin, require_history, require_reader
-from vmhealth.webhook.payload import AlertEvent
+from vmhealth.webhook.payload import Alert
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force
 
     The API and the console both ask through here, so both keep the same checks and `force` semantics."""
     now = time.time()
-    event = AlertEvent(
+    event = Alert(
         fingerprint=f"manual:{uuid.uuid4().hex}", starts_at=_iso(now) or "", status="firing", alertname="manual",
         labels={}, cluster=cluster, vmid=vmid, node="", name="", action="reset")
     try:

@@ -28,8 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
-from vmhealth.webhook.payload import AlertEvent as Alert
-from vmhealth.webhook.payload import parse_time
+from vmhealth.webhook.payload import Alert, parse_time
 from vmhealth.webhook.policy import Skip
 
 CLAIM_LOCK_KEY = 0x766D6865616C7468  # "vmhealth": the PostgreSQL advisory lock that serialises attempt claims

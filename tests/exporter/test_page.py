@@ -13,7 +13,7 @@ from tests.helpers.exporter import API_KEY, exporter_config, report
 from vmhealth.exporter.app import create_app
 from vmhealth.exporter.exposition import Page, accepts_gzip, render
 from vmhealth.exporter.poller import snapshot_from
-from vmhealth.exporter.state import Disk, Heartbeat, Store
+from vmhealth.exporter.state import Disk, GuestState, Heartbeat
 
 
 def resources(guests: dict[int, dict]) -> list[dict]:
@@ -32,17 +32,17 @@ def lines(page: bytes | str) -> list[str]:
 @pytest.fixture
 def setup(tmp_path):
     config = exporter_config(tmp_path)
-    store = Store(config.clusters, None, 100)
+    store = GuestState(config.clusters, None, 100)
     return config, store, Page(config)
 
 
-def scrape(store: Store, page: Page, reports: dict[str, int]) -> bytes:
+def scrape(store: GuestState, page: Page, reports: dict[str, int]) -> bytes:
     body, headers = page.scrape(store, reports, "identity")
     assert "Content-Encoding" not in headers
     return body
 
 
-def fresh(store: Store, config, reports: dict[str, int]) -> str:
+def fresh(store: GuestState, config, reports: dict[str, int]) -> str:
     clusters, heartbeats = store.view()
     return render(clusters, heartbeats, config, reports)
 
