@@ -45,7 +45,7 @@ def receive() -> tuple[object, int]:
                     "with a later notification", notification.receiver, notification.truncated,
                     notification.group_key)
     try:
-        recorded = ctx.store.record(notification.alerts, time.time())
+        recorded = ctx.store.queue.record(notification.alerts, time.time())
     except SQLAlchemyError as exc:
         log.error("cannot record a notification, replying 503 so Alertmanager retries: %s",
                   str(exc).splitlines()[0])

@@ -112,8 +112,8 @@ def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force
         fingerprint=f"manual:{uuid.uuid4().hex}", starts_at=_iso(now) or "", status="firing", alertname="manual",
         labels={}, cluster=cluster, vmid=vmid, node="", name="", action="reset")
     try:
-        [recorded] = ctx.store.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
-        if not ctx.store.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
+        [recorded] = ctx.store.queue.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
+        if not ctx.store.queue.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
             return {"success": False, "error": "the request was taken by a worker; see the history"}, 202
     except SQLAlchemyError:
         return {"success": False, "error": "the database is unavailable; nothing was done"}, 503
@@ -143,7 +143,7 @@ def release(vmid: int) -> tuple[Any, int]:
     _, who, problem = _manual_body()
     if problem:
         return problem
-    if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
+    if ctx.store.incidents.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
     return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
 
@@ -164,7 +164,8 @@ def close_incident(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
                                                    "characters"}), 400
     try:
-        closed = ctx.store.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}", f"manual: {reason}")
+        closed = ctx.store.incidents.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}",
+                                           f"manual: {reason}")
     except SQLAlchemyError:
         return jsonify({"success": False, "error": "the database is unavailable; nothing was done"}), 503
     if closed is None:
@@ -252,7 +253,7 @@ def set_pause(ctx: Any, scope: str, who: str, reason: str, paused: bool) -> tupl
 def reset_history(vmid: int) -> tuple[Any, int]:
     """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
     ctx = appcontext.get(WebhookContext)
-    rows = ctx.store.history(cluster=request.args.get("cluster"), vmid=vmid, limit=MAX_LIMIT)
+    rows = ctx.store.history.rows(cluster=request.args.get("cluster"), vmid=vmid, limit=MAX_LIMIT)
     out = []
     for row in rows:
         item = action_json(row)
@@ -277,7 +278,7 @@ def resets() -> tuple[Any, int]:
         message = str(exc) if ":" in str(exc) else f"bad query parameter: {exc}"
         return jsonify({"error": message}), 400
     try:
-        rows = ctx.store.history(cluster=args.get("cluster"), vmid=vmid, since=since, outcome=args.get("outcome"),
+        rows = ctx.store.history.rows(cluster=args.get("cluster"), vmid=vmid, since=since, outcome=args.get("outcome"),
                                  limit=limit, before_id=before)
     except SQLAlchemyError:
         return jsonify({"error": "the database is unavailable"}), 503

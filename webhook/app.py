@@ -15,9 +15,9 @@ from vmhealth import appcontext, openapi
 from vmhealth.config import is_loopback
 from vmhealth.httpauth import install_throttle
 from vmhealth.webhook.context import WebhookContext
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Remediator
-from vmhealth.webhook.store import Store
 from vmhealth.webhook.worker import Worker, worker_id
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # Alertmanager groups thousands of alerts in one message
@@ -50,7 +50,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
         config = load_from_environment("webhook")
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
-    store = Store(engine)
+    store = WebhookDatabase(engine)
     metrics = WebhookMetrics(cluster.name for cluster in config.clusters)
     remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
     if remediator.heartbeats.configured:

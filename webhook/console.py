@@ -159,8 +159,8 @@ def now(user: Any) -> Any:
                            prometheus_error=prometheus_error, incidents=remediation_view.incidents(ctx.store),
                            quarantines=remediation_view.quarantines(ctx.store),
                            brakes=remediation_view.brakes(ctx), views=views,
-                           rows=[action_json(r) for r in ctx.store.history(outcome="skipped", since=time.time() - 3600,
-                                                                           limit=10)])
+                           rows=[action_json(r) for r in ctx.store.history.rows(
+                               outcome="skipped", since=time.time() - 3600, limit=10)])
 
 
 @bp.get("/history")
@@ -177,7 +177,7 @@ def history(user: Any) -> Any:
     except ValueError as exc:
         message = str(exc) if ":" in str(exc) else f"vmid: must be a whole number, got {filters['vmid'][:40]!r}"
         return render_template("console/history.html", rows=[], filters=filters, error=message, following=None), 400
-    rows = appcontext.get(WebhookContext).store.history(cluster=filters["cluster"] or None, vmid=vmid, since=since,
+    rows = appcontext.get(WebhookContext).store.history.rows(cluster=filters["cluster"] or None, vmid=vmid, since=since,
                                                  until=until, outcome=filters["outcome"] or None, limit=PAGE_SIZE,
                                                  before_id=before)
     following = rows[-1].id if len(rows) == PAGE_SIZE else None
@@ -205,11 +205,11 @@ def guest(user: Any, cluster: str, vmid: int) -> Any:
                 charts.append((chart, sparkline(chart.points, end - 86400, end, 2 * 86400 / fleet_view.CHART_POINTS)))
         except PrometheusError as exc:
             prometheus_error = str(exc)
-    quarantine = ctx.store.quarantined(cluster, vmid)
+    quarantine = ctx.store.incidents.quarantined(cluster, vmid)
     return render_template("console/guest.html", cluster=cluster, vmid=vmid, view=views.get((cluster, vmid)),
                            prometheus_error=prometheus_error, charts=charts, quarantine=quarantine,
                            incidents=remediation_view.incidents(ctx.store, cluster, vmid, open_only=False, limit=20),
-                           rows=[action_json(r) for r in ctx.store.history(cluster=cluster, vmid=vmid, limit=50)])
+                           rows=[action_json(r) for r in ctx.store.history.rows(cluster=cluster, vmid=vmid, limit=50)])
 
 
 # --- actions -------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def release(user: Any, cluster: str, vmid: int) -> Any:
         return _confirm("End this quarantine?", f"Release guest {vmid} of cluster {cluster}: its attempts start "
                         "again at zero and the next alert may reset it.", {"back": request.form.get("back", "")},
                         back)
-    if appcontext.get(WebhookContext).store.release(cluster, vmid, f"manual:{user.who}", time.time()):
+    if appcontext.get(WebhookContext).store.incidents.release(cluster, vmid, f"manual:{user.who}", time.time()):
         return _done({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}, back)
     return _done({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}, back)
 

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth.webhook import pauses
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.remediate import Decision, Remediator
-from vmhealth.webhook.store import Store
 from vmhealth.webhook.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class WebhookContext:
     """What the blueprints share: the store, the policy, the worker and the metrics."""
 
     config: SimpleNamespace
-    store: Store
+    store: WebhookDatabase
     remediator: Remediator
     metrics: WebhookMetrics
     worker: Worker | None
@@ -47,12 +47,12 @@ class WebhookContext:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "incidents": self.store.open_incident_attempts(),
-            "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
+            "incidents": self.store.incidents.open_incident_attempts(),
+            "quarantined": [(q.cluster, q.vmid) for q in self.store.incidents.all_quarantined()],
             "circuit": dict(self.remediator.circuit),
             "pauses": [(p.scope, p.since) for p in pauses.active(self.store)],
             "pause_alert_after": float(self.config.webhook.policy.pause_alert_after),
-            "queue": self.store.pending_events(),
+            "queue": self.store.queue.pending_events(),
         }
 
     def close(self) -> None:
