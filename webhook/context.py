@@ -1,4 +1,4 @@
-"""What the webhook's views share: its config, the store, the policy, the worker and the metrics.
+"""What the webhook's views share: its config, the database, the policy, the worker and the metrics.
 
 The factory builds one and `appcontext.install`s it; a view reaches it with `appcontext.get(WebhookContext)`.
 """
