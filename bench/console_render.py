@@ -34,8 +34,8 @@ from vmhealth.stack.binaries import require_binary
 from vmhealth.stack.launcher import vmhealth_command
 from vmhealth.stack.processes import free_port
 from vmhealth.webhook import fleet_view
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.prometheus_api import PrometheusAPI
-from vmhealth.webhook.store import Store
 
 ADMIN = "bench-console-admin-token"
 CLUSTERS = ("east", "west")
@@ -77,7 +77,7 @@ def openmetrics(path: Path, fleet: list[tuple[str, int]], end: int) -> None:
 def database(url: str, fleet: list[tuple[str, int]], rows: int, now: float) -> None:
     engine = make_engine(url)
     upgrade(engine, "webhook")
-    store = Store(engine)
+    store = WebhookDatabase(engine)
     outcomes = ("success", "skipped:cooldown", "skipped:heartbeat-fresh", "skipped:active", "dry-run", "failed")
     with store.tx() as session:
         incidents = []

@@ -20,17 +20,17 @@ from collections.abc import Callable
 from vmhealth.config import load
 from vmhealth.exporter.exposition import Page, render
 from vmhealth.exporter.poller import snapshot_from
-from vmhealth.exporter.state import Heartbeat, Store
+from vmhealth.exporter.state import GuestState, Heartbeat
 
 
-def build(guests: int, nodes: int) -> tuple[Store, object]:
+def build(guests: int, nodes: int) -> tuple[GuestState, object]:
     config = load(raw={"clusters": [{"name": "bench", "host": "h", "token_id": "a@pve!b", "token_secret": "s"}],
                        "exporter": {"api_key": "bench-render-agent-key", "database_url": f"sqlite:///{tempfile.mkdtemp()}/x.db"}},
                   environ={})
     resources = [{"type": "qemu", "vmid": 100 + i, "node": f"pve{i % nodes}", "name": f"guest-{i}",
                   "status": "running", "tags": "web;prod"} for i in range(guests)]
     status = [{"type": "node", "name": f"pve{n}", "online": 1} for n in range(nodes)]
-    store = Store(config.clusters, None, 100)
+    store = GuestState(config.clusters, None, 100)
     store.apply_snapshot("bench", snapshot_from(resources, status, time.time()), 0.1)
     now = time.time()
     for i in range(guests):
@@ -40,7 +40,7 @@ def build(guests: int, nodes: int) -> tuple[Store, object]:
     return store, config
 
 
-def report(store: Store, vmids: list[int], now: float) -> None:
+def report(store: GuestState, vmids: list[int], now: float) -> None:
     for vmid in vmids:
         store.record("bench", vmid, Heartbeat(received=now, hostname=f"guest-{vmid}.example.org",
                                               cpu_ratio=random.random(), mem_used=2 << 30, mem_total=4 << 30,

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from types import SimpleNamespace
 
-from vmhealth.exporter.state import ClusterState, GuestKey, Heartbeat, PveGuest, Store
+from vmhealth.exporter.state import ClusterState, GuestKey, GuestState, Heartbeat, PveGuest
 from vmhealth.process_counters import AUTH_FAILURES, AUTH_THROTTLED, CONNECTIONS_REFUSED, PROCESS_COUNTERS
 from vmhealth.textformat import escape
 from vmhealth.textformat import format_value as _num
@@ -201,7 +201,7 @@ class Page:
                reports: dict[str, int], keys: set[GuestKey] | None = None, names: set[str] | None = None) -> bytes:
         """The whole page as UTF-8 bytes.
 
-        `keys`/`names`: the guests and clusters changed since the last call (`Store.page_view`);
+        `keys`/`names`: the guests and clusters changed since the last call (`GuestState.page_view`);
         None compares every guest.
         """
         with self._lock:
@@ -216,7 +216,7 @@ class Page:
             self._update(clusters, heartbeats, reports, keys, names)
             return self._gzipped()
 
-    def scrape(self, store: Store, reports: dict[str, int], accept_encoding: str,
+    def scrape(self, store: GuestState, reports: dict[str, int], accept_encoding: str,
                dropped: dict[str, int] | None = None) -> tuple[bytes, dict[str, str]]:
         """The body and headers of a scrape of `store`: gzip when the scraper accepts it (Prometheus does).
 
@@ -230,7 +230,7 @@ class Page:
                 return self._gzipped(), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
             return self._plain(), {"Vary": "Accept-Encoding"}
 
-    def absorb(self, store: Store) -> None:
+    def absorb(self, store: GuestState) -> None:
         """Format the guests changed since the last call now, between scrapes (the exporter calls this
         every second), so that a scrape is left with the last second's changes, joining and compressing."""
         with self._lock:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from vmhealth.db import make_engine, upgrade
 from vmhealth.exporter.poller import IdleRecord
-from vmhealth.exporter.state import Disk, GuestKey, Heartbeat, Store
-from vmhealth.models.exporter import GuestIdle, GuestState
+from vmhealth.exporter.state import Disk, GuestKey, GuestState, Heartbeat
+from vmhealth.models.exporter import GuestIdle, LastHeartbeat
 
 log = logging.getLogger(__name__)
 _REPORT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat) if f.name not in ("received", "hostname", "node")]
@@ -32,7 +32,7 @@ def _encode(hb: Heartbeat) -> str:
     return json.dumps(values, separators=(",", ":"))
 
 
-def _decode(row: GuestState) -> Heartbeat:
+def _decode(row: LastHeartbeat) -> Heartbeat:
     try:
         values = json.loads(row.report or "{}")
     except ValueError:
@@ -42,7 +42,7 @@ def _decode(row: GuestState) -> Heartbeat:
     return Heartbeat(received=row.last_heartbeat, hostname=row.hostname, node=row.node, **values)
 
 
-class StateStore:
+class GuestStateArchive:
     """The database side of the exporter's state."""
 
     def __init__(self, url: str):
@@ -51,7 +51,7 @@ class StateStore:
 
     def load(self) -> dict[GuestKey, Heartbeat]:
         with Session(self.engine) as session:
-            return {(row.cluster, row.vmid): _decode(row) for row in session.scalars(select(GuestState))}
+            return {(row.cluster, row.vmid): _decode(row) for row in session.scalars(select(LastHeartbeat))}
 
     def write(self, changed: dict[GuestKey, Heartbeat], removed: set[GuestKey]) -> None:
         if not changed and not removed:
@@ -67,15 +67,15 @@ class StateStore:
                     from sqlalchemy.dialects.postgresql import insert
                 else:
                     from sqlalchemy.dialects.sqlite import insert
-                statement = insert(GuestState)
+                statement = insert(LastHeartbeat)
                 statement = statement.on_conflict_do_update(
                     index_elements=["cluster", "vmid"],
                     set_={name: statement.excluded[name] for name in ("node", "hostname", "last_heartbeat", "report")},
                 )
                 connection.execute(statement, rows)
             if removed:
-                connection.execute(delete(GuestState).where(
-                    tuple_(GuestState.cluster, GuestState.vmid).in_(list(removed))))
+                connection.execute(delete(LastHeartbeat).where(
+                    tuple_(LastHeartbeat.cluster, LastHeartbeat.vmid).in_(list(removed))))
 
     def load_idle(self) -> dict[str, dict[int, IdleRecord]]:
         """cluster -> vmid -> the guest's last stored idle spell."""
@@ -110,7 +110,7 @@ class StateStore:
 class WriteBehind:
     """Flushes the store's changes every `interval` seconds on a daemon thread."""
 
-    def __init__(self, store: Store, db: StateStore, interval: float):
+    def __init__(self, store: GuestState, db: GuestStateArchive, interval: float):
         self.store, self.db, self.interval = store, db, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vmhealth-write-behind", daemon=True)

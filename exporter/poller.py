@@ -14,15 +14,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vmhealth.exporter.state import Amount, PveGuest, Snapshot, Store
+from vmhealth.exporter.state import Amount, GuestState, PveGuest, Snapshot
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
 
 if TYPE_CHECKING:
-    from vmhealth.exporter.persistence import StateStore
+    from vmhealth.exporter.persistence import GuestStateArchive
 
 log = logging.getLogger(__name__)
 UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)
@@ -160,8 +160,8 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
 class ClusterPoller:
     """Polls one cluster into the store."""
 
-    def __init__(self, cluster: SimpleNamespace, store: Store, config: SimpleNamespace,
-                 idle_db: StateStore | None = None, restored: dict[int, IdleRecord] | None = None):
+    def __init__(self, cluster: SimpleNamespace, store: GuestState, config: SimpleNamespace,
+                 idle_db: GuestStateArchive | None = None, restored: dict[int, IdleRecord] | None = None):
         self.cluster = cluster
         self.name: str = cluster.name
         self.store = store
@@ -220,6 +220,17 @@ class ClusterPoller:
             return
         self.io.stored(records)
 
+    def _answers(self, guests: Iterable[PveGuest], what: str, read: Callable[[str, str, int], dict[str, Any]],
+                 ) -> Iterator[tuple[PveGuest, dict[str, Any]]]:
+        """(guest, Proxmox's answer) for each guest it answers about; one it does not is asked again next poll."""
+        for guest in guests:
+            try:
+                answer = read(guest.node, guest.type, guest.vmid)
+            except PveError as exc:
+                log.debug("cluster %s: %s of %s unavailable: %s", self.name, what, guest.vmid, exc)
+                continue
+            yield guest, answer
+
     def _check_silent_guests(self, snapshot: Snapshot) -> None:
         """Read qmpstatus of running QEMU guests whose heartbeat is half-way to stale (bounded per poll).
 
@@ -236,12 +247,7 @@ class ClusterPoller:
             and (hb := heartbeats.get((self.name, guest.vmid))) is not None
             and now - hb.received > self.stale_timeout / 2
         ]
-        for guest in silent[: self.status_checks]:
-            try:
-                current = self.client.guest_status(guest.node, guest.type, guest.vmid)
-            except PveError as exc:
-                log.debug("cluster %s: status of %s unavailable: %s", self.name, guest.vmid, exc)
-                continue
+        for guest, current in self._answers(silent[: self.status_checks], "status", self.client.guest_status):
             self.store.set_paused(self.name, guest.vmid, current.get("qmpstatus"))
 
     def _lookup_uuids(self, snapshot: Snapshot) -> None:
@@ -253,13 +259,7 @@ class ClusterPoller:
             have_heartbeat = {vmid for (c, vmid) in self.store.heartbeats if c == self.name}
         todo = [g for g in snapshot.guests.values() if g.type == "qemu" and g.vmid not in done]
         todo.sort(key=lambda g: (g.vmid in have_heartbeat, g.vmid))  # silent guests first
-        found: dict[int, str | None] = {}
-        for guest in todo[: self.uuid_lookups]:
-            try:
-                config = self.client.guest_config(guest.node, guest.type, guest.vmid)
-            except PveError as exc:
-                log.debug("cluster %s: config of %s unavailable: %s", self.name, guest.vmid, exc)
-                continue
-            found[guest.vmid] = parse_smbios_uuid(config.get("smbios1"))
+        found = {guest.vmid: parse_smbios_uuid(config.get("smbios1"))
+                 for guest, config in self._answers(todo[: self.uuid_lookups], "config", self.client.guest_config)}
         if found:
             self.store.add_uuids(self.name, found)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from vmhealth import appcontext
 from vmhealth.gunicorn_runner import serve as serve_app
 
 
 def stop_app(app: Any) -> None:
     """Write pending last-seen state and stop polling (gunicorn's worker_exit hook)."""
-    exporter = app.extensions.get("vmhealth_exporter")
+    exporter = appcontext.of(app)
     if exporter is not None:
         exporter.stop()
 

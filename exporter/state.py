@@ -195,7 +195,7 @@ def _state_changes(budget: _LabelBudget, refused: list[str], disks_dropped: int)
     return notes
 
 
-class Store:
+class GuestState:
     """The exporter's state, shared by the ingest threads, the poller and the readers."""
 
     def __init__(self, clusters: list[SimpleNamespace], api_key: str | None, max_unknown: int):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from vmhealth.simulator.auth import Auth, Identity, require
+from vmhealth.simulator.auth import Auth, Caller, require
 from vmhealth.simulator.model import GIB, ApiError, Cluster, Guest
 from vmhealth.simulator.tasks import parse_upid
 
@@ -81,7 +81,7 @@ class Api:
             ]
         ]
 
-    def handle(self, identity: Identity, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
+    def handle(self, identity: Caller, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
         for route_method, pattern, handler in self.routes:
             match = pattern.match(path)
             if match and route_method == method:
@@ -92,10 +92,10 @@ class Api:
         raise ApiError(501, f"Method '{method} /{path}' not implemented")
 
     # -- cluster --------------------------------------------------------------------------------
-    def version(self, identity: Identity, **_: Any) -> Any:
+    def version(self, identity: Caller, **_: Any) -> Any:
         return {**PVE_VERSION, "console": "html5"}
 
-    def resources(self, identity: Identity, query: dict[str, str], **_: Any) -> Any:
+    def resources(self, identity: Caller, query: dict[str, str], **_: Any) -> Any:
         kind = query.get("type")
         if kind not in (None, "", "vm", "node", "storage", "sdn"):
             problem = f"value '{kind}' does not have a value in the enumeration 'vm, storage, node, sdn'"
@@ -176,7 +176,7 @@ class Api:
                 items.append(item)
         return items
 
-    def cluster_status(self, identity: Identity, **_: Any) -> Any:
+    def cluster_status(self, identity: Caller, **_: Any) -> Any:
         require(identity, "/", "Sys.Audit")
         first = next(iter(self.cluster.nodes))
         items: list[dict[str, Any]] = [{
@@ -189,20 +189,20 @@ class Api:
                           "level": ""})
         return items
 
-    def cluster_tasks(self, identity: Identity, **_: Any) -> Any:
+    def cluster_tasks(self, identity: Caller, **_: Any) -> Any:
         tasks = [t for t in self.cluster.tasks.values() if self._may_see_task(identity, t.user)]
         return [t.list_json() for t in sorted(tasks, key=lambda t: -t.fields["starttime"])][:1000]
 
-    def not_backed_up(self, identity: Identity, **_: Any) -> Any:
+    def not_backed_up(self, identity: Caller, **_: Any) -> Any:
         require(identity, "/", "Sys.Audit")
         return [{"vmid": g.vmid, "type": g.kind, "name": g.name}
                 for g in self.cluster.guests.values() if not g.template]
 
-    def qdevice(self, identity: Identity, **_: Any) -> Any:
+    def qdevice(self, identity: Caller, **_: Any) -> Any:
         require(identity, "/", "Sys.Audit")
         return {}  # no QDevice configured
 
-    def ha_status(self, identity: Identity, **_: Any) -> Any:
+    def ha_status(self, identity: Caller, **_: Any) -> Any:
         require(identity, "/", "Sys.Audit")
         first = next(iter(self.cluster.nodes))
         items: list[dict[str, Any]] = [
@@ -219,18 +219,18 @@ class Api:
                               "status": f"{sid} ({g.node}, {state})", "max_relocate": 1, "max_restart": 1})
         return items
 
-    def ha_resources(self, identity: Identity, **_: Any) -> Any:
+    def ha_resources(self, identity: Caller, **_: Any) -> Any:
         return [{"sid": f"{'vm' if g.kind == 'qemu' else 'ct'}:{g.vmid}", "type": "vm" if g.kind == "qemu" else "ct",
                  "state": "started", "max_restart": 1, "max_relocate": 1,
                  "digest": hashlib.sha1(str(g.vmid).encode(), usedforsecurity=False).hexdigest()}
                 for g in self.cluster.guests.values() if g.ha_managed and "VM.Audit" in identity.privileges]
 
-    def permissions(self, identity: Identity, **_: Any) -> Any:
+    def permissions(self, identity: Caller, **_: Any) -> Any:
         privs = {p: 1 for p in sorted(identity.privileges)}
         return {"/": privs, "/vms": privs, "/nodes": privs}
 
     # -- nodes ----------------------------------------------------------------------------------
-    def nodes(self, identity: Identity, **_: Any) -> Any:
+    def nodes(self, identity: Caller, **_: Any) -> Any:
         now = self.cluster.now()
         items = []
         for node in self.cluster.nodes.values():
@@ -244,7 +244,7 @@ class Api:
             items.append(item)
         return items
 
-    def node_status(self, identity: Identity, node: str, **_: Any) -> Any:
+    def node_status(self, identity: Caller, node: str, **_: Any) -> Any:
         require(identity, f"/nodes/{node}", "Sys.Audit")
         n = self.cluster.reachable_node(node)
         stats = self._node_stats(n, self.cluster.now())
@@ -264,21 +264,21 @@ class Api:
                                "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.14.8-2"},
         }
 
-    def subscription(self, identity: Identity, node: str, **_: Any) -> Any:
+    def subscription(self, identity: Caller, node: str, **_: Any) -> Any:
         self.cluster.reachable_node(node)
         return {"status": "notfound", "message": "There is no subscription key", "serverid": hashlib.md5(
             node.encode(), usedforsecurity=False).hexdigest().upper(), "url": "https://www.proxmox.com/en/proxmox-virtual-environment/pricing"}
 
-    def replication(self, identity: Identity, node: str, **_: Any) -> Any:
+    def replication(self, identity: Caller, node: str, **_: Any) -> Any:
         self.cluster.reachable_node(node)
         return []  # no replication jobs
 
-    def replication_status(self, identity: Identity, node: str, job: str, **_: Any) -> Any:
+    def replication_status(self, identity: Caller, node: str, job: str, **_: Any) -> Any:
         self.cluster.reachable_node(node)
         raise ApiError(500, f"replication job '{job}' does not exist")
 
     # -- guests ---------------------------------------------------------------------------------
-    def guest_list(self, identity: Identity, node: str, kind: str, **_: Any) -> Any:
+    def guest_list(self, identity: Caller, node: str, kind: str, **_: Any) -> Any:
         self.cluster.reachable_node(node)
         if "VM.Audit" not in identity.privileges:
             return []
@@ -309,7 +309,7 @@ class Api:
             item["lock"] = g.lock
         return item
 
-    def guest_status(self, identity: Identity, node: str, kind: str, vmid: str, **_: Any) -> Any:
+    def guest_status(self, identity: Caller, node: str, kind: str, vmid: str, **_: Any) -> Any:
         number = _vmid(vmid)
         require(identity, f"/vms/{number}", "VM.Audit")
         g = self.cluster.guest_on(node, kind, number)
@@ -325,7 +325,7 @@ class Api:
                 item.update({"running-qemu": "10.0.2", "running-machine": "pc-q35-10.0+pve1"})
         return item
 
-    def guest_config(self, identity: Identity, node: str, kind: str, vmid: str, **_: Any) -> Any:
+    def guest_config(self, identity: Caller, node: str, kind: str, vmid: str, **_: Any) -> Any:
         number = _vmid(vmid)
         require(identity, f"/vms/{number}", "VM.Audit")
         g = self.cluster.guest_on(node, kind, number)
@@ -357,7 +357,7 @@ class Api:
         config["digest"] = hashlib.sha1(json.dumps(config, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
         return config
 
-    def guest_action(self, identity: Identity, node: str, kind: str, vmid: str, action: str, **_: Any) -> Any:
+    def guest_action(self, identity: Caller, node: str, kind: str, vmid: str, action: str, **_: Any) -> Any:
         number = _vmid(vmid)
         if action not in ("start", "stop", "shutdown", "reboot", "reset", "suspend", "resume"):
             raise ApiError(501, f"Method 'POST /nodes/{node}/{kind}/{vmid}/status/{action}' not implemented")
@@ -368,16 +368,16 @@ class Api:
             raise ApiError(501, f"Method 'POST /nodes/{node}/{kind}/{vmid}/status/{action}' not implemented")
         return self.cluster.action(node, kind, number, action, identity.userid)
 
-    def agent_ping(self, identity: Identity, node: str, vmid: str, **_: Any) -> Any:
+    def agent_ping(self, identity: Caller, node: str, vmid: str, **_: Any) -> Any:
         number = _vmid(vmid)
         require(identity, f"/vms/{number}", "VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted")
         return self.cluster.ping_guest_agent(node, number)
 
     # -- tasks ----------------------------------------------------------------------------------
-    def _may_see_task(self, identity: Identity, task_user: str) -> bool:
+    def _may_see_task(self, identity: Caller, task_user: str) -> bool:
         return "Sys.Audit" in identity.privileges or task_user == identity.userid
 
-    def node_tasks(self, identity: Identity, node: str, query: dict[str, str], **_: Any) -> Any:
+    def node_tasks(self, identity: Caller, node: str, query: dict[str, str], **_: Any) -> Any:
         self.cluster.reachable_node(node)
         try:
             limit = int(query.get("limit", 50))
@@ -409,7 +409,7 @@ class Api:
             picked.append(t.list_json())
         return picked[start:start + limit] if limit else picked[start:]
 
-    def _task(self, identity: Identity, node: str, upid: str) -> Any:
+    def _task(self, identity: Caller, node: str, upid: str) -> Any:
         self.cluster.reachable_node(node)
         fields = parse_upid(upid)
         if fields is None:
@@ -421,10 +421,10 @@ class Api:
             raise ApiError(403, f"Permission check failed (/nodes/{node}, Sys.Audit)")
         return task
 
-    def task_status(self, identity: Identity, node: str, upid: str, **_: Any) -> Any:
+    def task_status(self, identity: Caller, node: str, upid: str, **_: Any) -> Any:
         return self._task(identity, node, upid).status_json()
 
-    def task_log(self, identity: Identity, node: str, upid: str, **_: Any) -> Any:
+    def task_log(self, identity: Caller, node: str, upid: str, **_: Any) -> Any:
         task = self._task(identity, node, upid)
         lines = [] if task.running else (
             ["TASK OK"] if task.exitstatus_when_done == "OK" else [f"TASK ERROR: {task.exitstatus_when_done}"])

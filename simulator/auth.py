@@ -36,7 +36,9 @@ class Unauthorized(Exception):
 
 
 @dataclass(frozen=True)
-class Identity:
+class Caller:
+    """Who sent an API request, and what they may do."""
+
     userid: str  # user@realm, or user@realm!tokenid for a token
     privileges: frozenset[str]
     ticket: bool = False
@@ -110,7 +112,7 @@ class Auth:
                 "CSRFPreventionToken": self._csrf(username, now), "cap": caps}
 
     # -- every request --------------------------------------------------------------------------
-    def authenticate(self, authorization: str | None, cookie: str | None, csrf: str | None, method: str) -> Identity:
+    def authenticate(self, authorization: str | None, cookie: str | None, csrf: str | None, method: str) -> Caller:
         """The caller, or Unauthorized with the reason pveproxy puts in the status line."""
         if authorization and authorization.startswith("PVEAPIToken"):
             value = unquote(authorization[len("PVEAPIToken"):].lstrip("= ").split(";")[0])
@@ -118,7 +120,7 @@ class Auth:
             entry = self.tokens.get(token_id) if sep else None
             if entry is None or not hmac.compare_digest(entry[0], secret):
                 raise Unauthorized("Authentication failed!")
-            return Identity(token_id, self.privileges(entry[1]))
+            return Caller(token_id, self.privileges(entry[1]))
         ticket = None
         if authorization and authorization.startswith("PVEAuthCookie="):
             ticket = authorization.split("=", 1)[1]
@@ -140,10 +142,10 @@ class Auth:
                 expected = None
             if expected is None or not hmac.compare_digest(expected, csrf or ""):
                 raise Unauthorized("Permission denied - invalid csrf token")
-        return Identity(userid, self.privileges(self.users[userid][1]), ticket=True)
+        return Caller(userid, self.privileges(self.users[userid][1]), ticket=True)
 
 
-def require(identity: Identity, path: str, *any_of: str) -> None:
+def require(identity: Caller, path: str, *any_of: str) -> None:
     """Raise the real 403 unless the caller holds one of the privileges on `path`."""
     if not any(p in identity.privileges for p in any_of):
         raise ApiError(403, f"Permission check failed ({path}, {'|'.join(any_of)})")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from vmhealth import safejson
+from vmhealth import appcontext, safejson
 from vmhealth.webhook.auth import bearer_ok, refused
+from vmhealth.webhook.context import WebhookContext
 from vmhealth.webhook.payload import PayloadError, parse_notification
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ bp = Blueprint("alerts", __name__)
 
 @bp.post("/alerts")
 def receive() -> tuple[object, int]:
-    ctx = current_app.extensions["vmhealth"]
-    config = current_app.config["VMHEALTH"]
+    ctx = appcontext.get(WebhookContext)
+    config = appcontext.get(WebhookContext).config
     if not bearer_ok(config.webhook.token):
         refused("Alertmanager token")
         ctx.metrics.notification("unknown", "unauthorized")
@@ -44,7 +45,7 @@ def receive() -> tuple[object, int]:
                     "with a later notification", notification.receiver, notification.truncated,
                     notification.group_key)
     try:
-        recorded = ctx.store.record(notification.alerts, time.time())
+        recorded = ctx.store.queue.record(notification.alerts, time.time())
     except SQLAlchemyError as exc:
         log.error("cannot record a notification, replying 503 so Alertmanager retries: %s",
                   str(exc).splitlines()[0])

@@ -15,16 +15,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from vmhealth import safejson
+from vmhealth import appcontext, safejson
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
 from vmhealth.webhook import pauses
 from vmhealth.webhook.auth import require_admin, require_history, require_reader
-from vmhealth.webhook.payload import AlertEvent
+from vmhealth.webhook.context import WebhookContext
+from vmhealth.webhook.payload import Alert
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def evidence_json(text: str | None) -> dict[str, Any]:
 
 
 def configured_cluster(vmid: int) -> tuple[str | None, tuple[Any, int] | None]:
-    names = [c.name for c in current_app.config["VMHEALTH"].clusters]
+    names = [c.name for c in appcontext.get(WebhookContext).config.clusters]
     wanted = request.args.get("cluster")
     if wanted:
         if wanted not in names:
@@ -98,7 +99,7 @@ def reset(vmid: int) -> tuple[Any, int]:
     cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
-    answer, status = manual_reset(current_app.extensions["vmhealth"], cluster, vmid, who, reason, force)
+    answer, status = manual_reset(appcontext.get(WebhookContext), cluster, vmid, who, reason, force)
     return jsonify(answer), status
 
 
@@ -107,12 +108,12 @@ def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force
 
     The API and the console both ask through here, so both keep the same checks and `force` semantics."""
     now = time.time()
-    event = AlertEvent(
+    event = Alert(
         fingerprint=f"manual:{uuid.uuid4().hex}", starts_at=_iso(now) or "", status="firing", alertname="manual",
         labels={}, cluster=cluster, vmid=vmid, node="", name="", action="reset")
     try:
-        [recorded] = ctx.store.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
-        if not ctx.store.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
+        [recorded] = ctx.store.queue.record([event], now, actor=f"manual:{who}", reason=reason, force=force)
+        if not ctx.store.queue.claim_event(recorded.event_id, ctx.worker_id, now, ctx.lease):
             return {"success": False, "error": "the request was taken by a worker; see the history"}, 202
     except SQLAlchemyError:
         return {"success": False, "error": "the database is unavailable; nothing was done"}, 503
@@ -135,14 +136,14 @@ def manual_reset(ctx: Any, cluster: str, vmid: int, who: str, reason: str, force
 @bp.post(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/release")
 @require_admin
 def release(vmid: int) -> tuple[Any, int]:
-    ctx = current_app.extensions["vmhealth"]
+    ctx = appcontext.get(WebhookContext)
     cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
     _, who, problem = _manual_body()
     if problem:
         return problem
-    if ctx.store.release(cluster, vmid, f"manual:{who}", time.time()):
+    if ctx.store.incidents.release(cluster, vmid, f"manual:{who}", time.time()):
         return jsonify({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}), 200
     return jsonify({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}), 404
 
@@ -151,7 +152,7 @@ def release(vmid: int) -> tuple[Any, int]:
 @require_admin
 def close_incident(vmid: int) -> tuple[Any, int]:
     """End the guest's open incident without a resolved notification (an alert that will never resolve)."""
-    ctx = current_app.extensions["vmhealth"]
+    ctx = appcontext.get(WebhookContext)
     cluster, problem = configured_cluster(vmid)
     if problem:
         return problem
@@ -163,7 +164,8 @@ def close_incident(vmid: int) -> tuple[Any, int]:
         return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
                                                    "characters"}), 400
     try:
-        closed = ctx.store.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}", f"manual: {reason}")
+        closed = ctx.store.incidents.close(cluster, vmid, time.time(), "closed:manual", f"manual:{who}",
+                                           f"manual: {reason}")
     except SQLAlchemyError:
         return jsonify({"success": False, "error": "the database is unavailable; nothing was done"}), 503
     if closed is None:
@@ -177,7 +179,7 @@ def _pause_scope(body: dict[str, Any]) -> tuple[str, tuple[Any, int] | None]:
     if "cluster" not in body:
         return pauses.FLEET, None
     cluster = body["cluster"]
-    names = [c.name for c in current_app.config["VMHEALTH"].clusters]
+    names = [c.name for c in appcontext.get(WebhookContext).config.clusters]
     if not isinstance(cluster, str) or cluster not in names:
         return "", (jsonify({"success": False, "error": f"cluster: {str(cluster)[:80]!r} is not configured "
                                                         f"(one of {', '.join(names)}), or leave it out for all"}), 400)
@@ -208,7 +210,7 @@ def _pause_request(paused: bool) -> tuple[Any, int]:
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000 or not utf8_text(reason):
         return jsonify({"success": False, "error": "reason: expected a non-empty string of at most 1000 "
                                                    "characters"}), 400
-    answer, status = set_pause(current_app.extensions["vmhealth"], scope, who, reason, paused)
+    answer, status = set_pause(appcontext.get(WebhookContext), scope, who, reason, paused)
     return jsonify(answer), status
 
 
@@ -216,7 +218,7 @@ def _pause_request(paused: bool) -> tuple[Any, int]:
 @require_reader
 def remediation_state() -> tuple[Any, int]:
     """The brakes in force: kill switch, dry-run and the runtime pauses."""
-    ctx = current_app.extensions["vmhealth"]
+    ctx = appcontext.get(WebhookContext)
     policy = ctx.config.webhook.policy
     try:
         active = pauses.active(ctx.store)
@@ -250,8 +252,8 @@ def set_pause(ctx: Any, scope: str, who: str, reason: str, paused: bool) -> tupl
 @require_history
 def reset_history(vmid: int) -> tuple[Any, int]:
     """The original's shape: a list of {timestamp, reason, success}, plus the details vmhealth keeps."""
-    ctx = current_app.extensions["vmhealth"]
-    rows = ctx.store.history(cluster=request.args.get("cluster"), vmid=vmid, limit=MAX_LIMIT)
+    ctx = appcontext.get(WebhookContext)
+    rows = ctx.store.history.rows(cluster=request.args.get("cluster"), vmid=vmid, limit=MAX_LIMIT)
     out = []
     for row in rows:
         item = action_json(row)
@@ -265,7 +267,7 @@ def reset_history(vmid: int) -> tuple[Any, int]:
 @require_history
 def resets() -> tuple[Any, int]:
     """Paginated history, newest first: `next` is the `before` of the following page."""
-    ctx = current_app.extensions["vmhealth"]
+    ctx = appcontext.get(WebhookContext)
     args = request.args
     try:
         vmid = _whole(args.get("vmid"), "vmid", MAX_VMID)
@@ -276,7 +278,7 @@ def resets() -> tuple[Any, int]:
         message = str(exc) if ":" in str(exc) else f"bad query parameter: {exc}"
         return jsonify({"error": message}), 400
     try:
-        rows = ctx.store.history(cluster=args.get("cluster"), vmid=vmid, since=since, outcome=args.get("outcome"),
+        rows = ctx.store.history.rows(cluster=args.get("cluster"), vmid=vmid, since=since, outcome=args.get("outcome"),
                                  limit=limit, before_id=before)
     except SQLAlchemyError:
         return jsonify({"error": "the database is unavailable"}), 503

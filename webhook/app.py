@@ -5,66 +5,24 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from vmhealth import openapi
+from vmhealth import appcontext, openapi
 from vmhealth.config import is_loopback
 from vmhealth.httpauth import install_throttle
-from vmhealth.webhook import pauses
+from vmhealth.webhook.context import WebhookContext
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.metrics import WebhookMetrics
-from vmhealth.webhook.remediate import Decision, Remediator
-from vmhealth.webhook.store import Store
+from vmhealth.webhook.remediate import Remediator
 from vmhealth.webhook.worker import Worker, worker_id
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # Alertmanager groups thousands of alerts in one message
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WebhookContext:
-    """What the blueprints share: the store, the policy, the worker and the metrics."""
-
-    config: SimpleNamespace
-    store: Store
-    remediator: Remediator
-    metrics: WebhookMetrics
-    worker: Worker | None
-    worker_id: str
-    lease: float
-    _inline: Worker
-
-    def run_inline(self, event_id: int) -> Decision | None:
-        return self._inline.run_one(event_id)
-
-    def state(self) -> dict[str, Any] | None:
-        """The database-backed gauges; None when the database cannot be read (they are left out)."""
-        try:
-            return self._state()
-        except SQLAlchemyError as exc:
-            log.warning("metrics without database-backed gauges: %s", str(exc).splitlines()[0])
-            return None
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "incidents": self.store.open_incident_attempts(),
-            "quarantined": [(q.cluster, q.vmid) for q in self.store.all_quarantined()],
-            "circuit": dict(self.remediator.circuit),
-            "pauses": [(p.scope, p.since) for p in pauses.active(self.store)],
-            "pause_alert_after": float(self.config.webhook.policy.pause_alert_after),
-            "queue": self.store.pending_events(),
-        }
-
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-        self.store.engine.dispose()
 
 
 def _warn_open_reads(config: SimpleNamespace) -> None:
@@ -92,7 +50,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
         config = load_from_environment("webhook")
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
-    store = Store(engine)
+    store = WebhookDatabase(engine)
     metrics = WebhookMetrics(cluster.name for cluster in config.clusters)
     remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
     if remediator.heartbeats.configured:
@@ -110,9 +68,8 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     metrics.add_state(ctx.state)
 
     app = Flask("vmhealth.webhook")
-    app.config["VMHEALTH"] = config
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["vmhealth"] = ctx
+    appcontext.install(app, ctx)
     install_throttle(app, config.webhook.auth_failures_per_minute)
 
     from vmhealth.webhook import alerts, api, console, console_session, guest_metrics, metrics_view

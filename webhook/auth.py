@@ -12,9 +12,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import current_app
-
+from vmhealth import appcontext
 from vmhealth.httpauth import refused, token_ok, unauthorized
+from vmhealth.webhook.context import WebhookContext
 
 __all__ = ["bearer_ok", "reader_ok", "refused", "require_admin", "require_history", "require_metrics",
            "require_reader"]
@@ -39,20 +39,20 @@ def _guarded(allowed: Callable[[], bool], what: str) -> Callable[[Callable[..., 
 
 def reader_ok() -> bool:
     """The request carries the viewer token or the admin token: either may read."""
-    webhook = current_app.config["VMHEALTH"].webhook
+    webhook = appcontext.get(WebhookContext).config.webhook
     return token_ok(webhook.viewer_token) or token_ok(webhook.admin_token)
 
 
 def _admin_ok() -> bool:
-    return token_ok(current_app.config["VMHEALTH"].webhook.admin_token)
+    return token_ok(appcontext.get(WebhookContext).config.webhook.admin_token)
 
 
 def _history_ok() -> bool:
-    return bool(current_app.config["VMHEALTH"].webhook.public_history) or reader_ok()
+    return bool(appcontext.get(WebhookContext).config.webhook.public_history) or reader_ok()
 
 
 def _metrics_ok() -> bool:
-    token = current_app.config["VMHEALTH"].webhook.metrics_token
+    token = appcontext.get(WebhookContext).config.webhook.metrics_token
     return not token or token_ok(token) or reader_ok()
 
 

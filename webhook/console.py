@@ -13,14 +13,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
+from vmhealth import appcontext
 from vmhealth.httpauth import failed
 from vmhealth.textformat import utf8_text
 from vmhealth.webhook import console_session, fleet_view, pauses, remediation_view
 from vmhealth.webhook.api import MAX_VMID, action_json, manual_reset, parse_since, set_pause
 from vmhealth.webhook.console_session import csrf_ok, csrf_token, login_required
+from vmhealth.webhook.context import WebhookContext
 from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
 from vmhealth.webhook.sparkline import sparkline
 
@@ -30,16 +32,12 @@ PAGE_SIZE = 50
 _WHO = re.compile(r"^[\w .@+-]{1,64}$")
 
 
-def _ctx() -> Any:
-    return current_app.extensions["vmhealth"]
-
-
 def _clusters() -> list[str]:
-    return [c.name for c in current_app.config["VMHEALTH"].clusters]
+    return [c.name for c in appcontext.get(WebhookContext).config.clusters]
 
 
 def _prometheus() -> PrometheusAPI | None:
-    url = current_app.config["VMHEALTH"].webhook.prometheus_url
+    url = appcontext.get(WebhookContext).config.webhook.prometheus_url
     return PrometheusAPI(url) if url else None
 
 
@@ -72,9 +70,9 @@ def _age(seconds: float | None) -> str:
 @bp.context_processor
 def _common() -> dict[str, Any]:
     """What every page shows: who is logged in, the pauses in force, the CSRF token for its forms."""
-    config = current_app.config["VMHEALTH"]
+    config = appcontext.get(WebhookContext).config
     try:
-        active = pauses.active(_ctx().store)
+        active = pauses.active(appcontext.get(WebhookContext).store)
     except SQLAlchemyError:
         active = []
     return {"user": console_session.current(), "pauses": active, "csrf_token": csrf_token,
@@ -155,14 +153,14 @@ def _guest_views(cluster: str | None = None, vmid: int | None = None) -> tuple[d
 @bp.get("/")
 @login_required()
 def now(user: Any) -> Any:
-    ctx = _ctx()
+    ctx = appcontext.get(WebhookContext)
     views, prometheus_error = _guest_views()
     return render_template("console/now.html", fleet=fleet_view.by_state(views.values()), states=fleet_view.STATES,
                            prometheus_error=prometheus_error, incidents=remediation_view.incidents(ctx.store),
                            quarantines=remediation_view.quarantines(ctx.store),
                            brakes=remediation_view.brakes(ctx), views=views,
-                           rows=[action_json(r) for r in ctx.store.history(outcome="skipped", since=time.time() - 3600,
-                                                                           limit=10)])
+                           rows=[action_json(r) for r in ctx.store.history.rows(
+                               outcome="skipped", since=time.time() - 3600, limit=10)])
 
 
 @bp.get("/history")
@@ -179,8 +177,9 @@ def history(user: Any) -> Any:
     except ValueError as exc:
         message = str(exc) if ":" in str(exc) else f"vmid: must be a whole number, got {filters['vmid'][:40]!r}"
         return render_template("console/history.html", rows=[], filters=filters, error=message, following=None), 400
-    rows = _ctx().store.history(cluster=filters["cluster"] or None, vmid=vmid, since=since, until=until,
-                                outcome=filters["outcome"] or None, limit=PAGE_SIZE, before_id=before)
+    rows = appcontext.get(WebhookContext).store.history.rows(cluster=filters["cluster"] or None, vmid=vmid, since=since,
+                                                 until=until, outcome=filters["outcome"] or None, limit=PAGE_SIZE,
+                                                 before_id=before)
     following = rows[-1].id if len(rows) == PAGE_SIZE else None
     return render_template("console/history.html", rows=[action_json(r) for r in rows], filters=filters,
                            error="", following=following, before=before)
@@ -195,7 +194,7 @@ def _configured(cluster: str) -> None:
 @login_required()
 def guest(user: Any, cluster: str, vmid: int) -> Any:
     _configured(cluster)
-    ctx = _ctx()
+    ctx = appcontext.get(WebhookContext)
     views, prometheus_error = _guest_views(cluster, vmid)
     charts: list[Any] = []
     prometheus = _prometheus()
@@ -206,11 +205,11 @@ def guest(user: Any, cluster: str, vmid: int) -> Any:
                 charts.append((chart, sparkline(chart.points, end - 86400, end, 2 * 86400 / fleet_view.CHART_POINTS)))
         except PrometheusError as exc:
             prometheus_error = str(exc)
-    quarantine = ctx.store.quarantined(cluster, vmid)
+    quarantine = ctx.store.incidents.quarantined(cluster, vmid)
     return render_template("console/guest.html", cluster=cluster, vmid=vmid, view=views.get((cluster, vmid)),
                            prometheus_error=prometheus_error, charts=charts, quarantine=quarantine,
                            incidents=remediation_view.incidents(ctx.store, cluster, vmid, open_only=False, limit=20),
-                           rows=[action_json(r) for r in ctx.store.history(cluster=cluster, vmid=vmid, limit=50)])
+                           rows=[action_json(r) for r in ctx.store.history.rows(cluster=cluster, vmid=vmid, limit=50)])
 
 
 # --- actions -------------------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ def reset(user: Any, cluster: str, vmid: int) -> Any:
         lifted = ", lifting the attempt limit and any quarantine (force)" if force else ""
         summary = f"Reset guest {vmid} of cluster {cluster} through the whole policy{lifted}. Reason: {reason}"
         return _confirm("Reset this guest?", summary, {"reason": reason, "force": "1" if force else ""}, back)
-    answer, _ = manual_reset(_ctx(), cluster, vmid, user.who, reason, force)
+    answer, _ = manual_reset(appcontext.get(WebhookContext), cluster, vmid, user.who, reason, force)
     return _done(answer, back)
 
 
@@ -260,7 +259,7 @@ def release(user: Any, cluster: str, vmid: int) -> Any:
         return _confirm("End this quarantine?", f"Release guest {vmid} of cluster {cluster}: its attempts start "
                         "again at zero and the next alert may reset it.", {"back": request.form.get("back", "")},
                         back)
-    if _ctx().store.release(cluster, vmid, f"manual:{user.who}", time.time()):
+    if appcontext.get(WebhookContext).store.incidents.release(cluster, vmid, f"manual:{user.who}", time.time()):
         return _done({"success": True, "message": f"Released {cluster}/{vmid}: attempts start again at zero"}, back)
     return _done({"success": False, "error": f"{cluster}/{vmid} is not quarantined"}, back)
 
@@ -285,7 +284,7 @@ def pause(user: Any) -> Any:
                         f"Alerts about {pauses.describe(scope)} will be recorded and refused as "
                         f"skipped:remediation-paused until someone resumes. Reason: {reason}",
                         {"scope": scope, "reason": reason}, back)
-    answer, _ = set_pause(_ctx(), scope, user.who, reason, True)
+    answer, _ = set_pause(appcontext.get(WebhookContext), scope, user.who, reason, True)
     return _done(answer, back)
 
 
@@ -298,5 +297,5 @@ def resume(user: Any) -> Any:
         return _confirm("Resume automatic remediation?",
                         f"Hung guests of {pauses.describe(scope)} will be reset again at their alert's next repeat.",
                         {"scope": scope, "reason": reason}, back)
-    answer, _ = set_pause(_ctx(), scope, user.who, reason, False)
+    answer, _ = set_pause(appcontext.get(WebhookContext), scope, user.who, reason, False)
     return _done(answer, back)

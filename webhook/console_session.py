@@ -22,6 +22,9 @@ from typing import Any
 from flask import Flask, Request, current_app, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
+from vmhealth import appcontext
+from vmhealth.webhook.context import WebhookContext
+
 COOKIE = "vmhealth_console"
 ROLES = ("viewer", "admin")
 FAILED_LOGIN_DELAY = 1.0  # seconds a wrong token waits for its answer (more when its address keeps failing)
@@ -61,7 +64,7 @@ def _tag(token: str) -> str:
 
 def role_of(token: str) -> str | None:
     """"admin" or "viewer" for the matching token, compared in constant time; None for any other."""
-    webhook = current_app.config["VMHEALTH"].webhook
+    webhook = appcontext.get(WebhookContext).config.webhook
     given = token.strip().encode()
     found = None
     for role, expected in (("admin", webhook.admin_token), ("viewer", webhook.viewer_token)):
@@ -71,7 +74,7 @@ def role_of(token: str) -> str | None:
 
 
 def log_in(role: str, who: str) -> None:
-    webhook = current_app.config["VMHEALTH"].webhook
+    webhook = appcontext.get(WebhookContext).config.webhook
     token = webhook.admin_token if role == "admin" else webhook.viewer_token
     session.clear()
     session.permanent = True
@@ -96,7 +99,7 @@ def current() -> SimpleNamespace | None:
     role = session.get("role")
     if role not in ROLES:
         return None
-    webhook = current_app.config["VMHEALTH"].webhook
+    webhook = appcontext.get(WebhookContext).config.webhook
     token = webhook.admin_token if role == "admin" else webhook.viewer_token
     at = session.get("at")
     if not token or not isinstance(at, (int, float)) or not hmac.compare_digest(str(session.get("tag", "")),

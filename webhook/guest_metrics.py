@@ -11,10 +11,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
+from vmhealth import appcontext
 from vmhealth.webhook.api import MAX_VMID, configured_cluster
 from vmhealth.webhook.auth import require_reader
+from vmhealth.webhook.context import WebhookContext
 from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
 
 bp = Blueprint("guest_metrics", __name__, url_prefix="/api")
@@ -32,7 +34,7 @@ SERIES = {
 @bp.get(f"/vms/<int(min=1, max={MAX_VMID}):vmid>/metrics")
 @require_reader
 def guest_metrics(vmid: int) -> tuple[Any, int]:
-    url = current_app.config["VMHEALTH"].webhook.prometheus_url
+    url = appcontext.get(WebhookContext).config.webhook.prometheus_url
     if not url:
         return jsonify({"error": "webhook.prometheus_url is not set: the metrics are read from Prometheus"}), 503
     text = request.args.get("hours", "24").strip()

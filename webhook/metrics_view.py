@@ -3,10 +3,12 @@ webhook.metrics_token set, only for that bearer token (or the viewer's or admin'
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from vmhealth import appcontext
 from vmhealth.webhook.auth import require_metrics
+from vmhealth.webhook.context import WebhookContext
 
 bp = Blueprint("metrics", __name__)
 
@@ -14,5 +16,5 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 @require_metrics
 def metrics() -> Response:
-    ctx = current_app.extensions["vmhealth"]
+    ctx = appcontext.get(WebhookContext)
     return Response(generate_latest(ctx.metrics.registry), mimetype=CONTENT_TYPE_LATEST)

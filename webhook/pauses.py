@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmhealth.models.webhook import Action, Pause
-from vmhealth.webhook.store import Store
+from vmhealth.webhook.database import WebhookDatabase
 
 FLEET = "*"  # the scope of a pause of every cluster
 
@@ -21,7 +21,7 @@ def describe(scope: str) -> str:
     return "every cluster" if scope == FLEET else f"cluster {scope}"
 
 
-def pause(store: Store, scope: str, actor: str, reason: str, now: float) -> bool:
+def pause(store: WebhookDatabase, scope: str, actor: str, reason: str, now: float) -> bool:
     """Pause `scope`; False when it already was (the first pause and its reason stand)."""
     with store.tx() as session:
         if session.get(Pause, scope) is not None:
@@ -37,7 +37,7 @@ def pause(store: Store, scope: str, actor: str, reason: str, now: float) -> bool
     return True
 
 
-def resume(store: Store, scope: str, actor: str, reason: str, now: float) -> Pause | None:
+def resume(store: WebhookDatabase, scope: str, actor: str, reason: str, now: float) -> Pause | None:
     """End the pause of `scope`; the pause that ended, or None when there was none."""
     with store.tx() as session:
         found = session.get(Pause, scope)
@@ -53,7 +53,7 @@ def resume(store: Store, scope: str, actor: str, reason: str, now: float) -> Pau
     return found
 
 
-def active(store: Store) -> list[Pause]:
+def active(store: WebhookDatabase) -> list[Pause]:
     """Every pause in force, the fleet's first."""
     with store.read() as session:
         rows = list(session.scalars(select(Pause)).all())
@@ -66,7 +66,7 @@ def paused_in(session: Session, cluster: str) -> Pause | None:
     return session.get(Pause, FLEET) or session.get(Pause, cluster)
 
 
-def paused(store: Store, cluster: str) -> Pause | None:
+def paused(store: WebhookDatabase, cluster: str) -> Pause | None:
     with store.read() as session:
         found = paused_in(session, cluster)
         if found is not None:

@@ -32,7 +32,7 @@ class PayloadError(ValueError):
 
 
 @dataclass(frozen=True)
-class AlertEvent:
+class Alert:
     """One alert of a notification, reduced to what the webhook decides on."""
 
     fingerprint: str
@@ -56,7 +56,7 @@ class Notification:
     status: str
     group_key: str
     truncated: int
-    alerts: list[AlertEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
 
 _FRACTION = re.compile(r"^(?P<head>[^.]+?)(?:\.(?P<frac>\d+))?(?P<zone>Z|[+-]\d{2}:\d{2})$")
@@ -124,7 +124,7 @@ def _vmid(labels: dict[str, str], where: str) -> int | None:
     return int(raw)
 
 
-def parse_alert(alert: Any, where: str, default_cluster: str | None) -> AlertEvent:
+def parse_alert(alert: Any, where: str, default_cluster: str | None) -> Alert:
     """One entry of `alerts[]`."""
     if not isinstance(alert, dict):
         raise PayloadError(f"{where}: expected an object, got {type(alert).__name__}")
@@ -138,7 +138,7 @@ def parse_alert(alert: Any, where: str, default_cluster: str | None) -> AlertEve
     annotations = _string_map(alert.get("annotations"), f"{where}.annotations")
     starts_at = normalise_time(alert.get("startsAt"), f"{where}.startsAt")
     action = next((labels[k] for k in ACTION_LABELS if labels.get(k)), "")
-    return AlertEvent(
+    return Alert(
         fingerprint=fingerprint,
         starts_at=starts_at,
         status=status,

@@ -27,11 +27,13 @@ from sqlalchemy.orm import Session
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Pause, Quarantine
 from vmhealth.pve import PveClient, PveError
 from vmhealth.webhook import actions, pauses, policy
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.heartbeat import HeartbeatReader
+from vmhealth.webhook.history import History
+from vmhealth.webhook.incidents import Incidents
 from vmhealth.webhook.metrics import WebhookMetrics
 from vmhealth.webhook.payload import EVIDENCE_KEYS
 from vmhealth.webhook.policy import Skip
-from vmhealth.webhook.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class Decision:
 class Remediator:
     """Applies the policy of `config.webhook.policy` to events, with one PveClient per cluster."""
 
-    def __init__(self, config: SimpleNamespace, store: Store, metrics: WebhookMetrics,
+    def __init__(self, config: SimpleNamespace, store: WebhookDatabase, metrics: WebhookMetrics,
                  task_poll_interval: float = 1.0, settle: float = 5.0):
         self.config = config
         self.policy = config.webhook.policy
@@ -93,16 +95,16 @@ class Remediator:
             decision = self._skip(base, skip, 0, None)
             self._close_for(event, skip, None)
             return decision
-        incident = self.store.open_incident(event, now)
+        incident = self.store.incidents.open_incident(event, now)
         if incident is None:
             return Decision("ignored", "the alert resolved before it was acted on", event.name, 0, None)
         base.incident_id = incident.id
         self._settle_unfinished(incident, now)
-        incident = self.store.incident(incident.id)
+        incident = self.store.incidents.incident(incident.id)
         decision = self._decide(event, incident, base, now)
         if incident.alertname == "manual":
             # A reset a person asked for, with no alert behind it: its incident ends with it.
-            self.store.close_incident(incident.id, time.time())
+            self.store.incidents.close_incident(incident.id, time.time())
         elif decision.outcome.startswith("skipped:"):
             self._close_for(event, Skip(decision.outcome.removeprefix("skipped:"), decision.detail), incident.id)
         return decision
@@ -112,7 +114,7 @@ class Remediator:
         ever be refused again, and counted meanwhile. The closing is a history row of its own."""
         if skip.reason not in policy.CLOSING or event.cluster is None or event.vmid is None:
             return
-        closed = self.store.close(event.cluster, event.vmid, time.time(), f"closed:{skip.reason}", "webhook",
+        closed = self.store.incidents.close(event.cluster, event.vmid, time.time(), f"closed:{skip.reason}", "webhook",
                                   f"{skip.reason}: {skip.detail}", incident_id=incident_id, event_id=event.id)
         if closed is not None:
             log.info("%s/%s: incident %s closed (%s)", event.cluster, event.vmid, closed, skip.reason)
@@ -133,7 +135,7 @@ class Remediator:
         finished event committed together, instead of taking the pool's turns one by one. Everything
         else (including events whose incident has an attempt to settle first) goes to the pool and
         `process`. Returns the events claimed for the pool and the number of refusals decided."""
-        claimed, refused = self.store.claim_or_refuse(worker, free, now, self.lease, self._refusal_in, batch)
+        claimed, refused = self.store.queue.claim_or_refuse(worker, free, now, self.lease, self._refusal_in, batch)
         for row in refused:
             self.metrics.action(row.cluster, "none", row.outcome)
             log.info("%s/%s: %s (%s)", row.cluster, row.vmid, row.outcome, row.error)
@@ -149,8 +151,8 @@ class Remediator:
             return None
         now = time.time()
         refusal = self._refusal(event, incident, now,
-                                lambda: Store.quarantined_in(session, incident.cluster, incident.vmid),
-                                lambda: Store.last_touch_in(session, incident.cluster, incident.vmid),
+                                lambda: Incidents.quarantined_in(session, incident.cluster, incident.vmid),
+                                lambda: History.last_touch_in(session, incident.cluster, incident.vmid),
                                 lambda: pauses.paused_in(session, incident.cluster))
         if refusal is None:
             return None
@@ -198,12 +200,12 @@ class Remediator:
     def _decide(self, event: AlertEvent, incident: Incident, base: Action, now: float) -> Decision:
         p = self.policy
         cluster, vmid = incident.cluster, incident.vmid
-        refusal = self._refusal(event, incident, now, lambda: self.store.quarantined(cluster, vmid),
-                                lambda: self.store.last_touch(cluster, vmid),
+        refusal = self._refusal(event, incident, now, lambda: self.store.incidents.quarantined(cluster, vmid),
+                                lambda: self.store.history.last_touch(cluster, vmid),
                                 lambda: pauses.paused(self.store, cluster))
         if refusal is not None:
             return self._skip(base, refusal[0], incident, refusal[1])
-        skip = self._limits(self.store.in_flight(), self.store.actions_since(now - 3600))
+        skip = self._limits(self.store.history.in_flight(), self.store.history.actions_since(now - 3600))
         if skip is not None:
             return self._skip(base, skip, incident)
         client = self.clients[cluster]
@@ -223,7 +225,7 @@ class Remediator:
               uptime=status.get("uptime"))
         skip = policy.check_allowed(p, vmid, policy.guest_tags(resource, status))
         if skip is None:
-            hung = len(self.store.open_incident_vmids(cluster) & policy.listed_running(resources))
+            hung = len(self.store.incidents.open_incident_vmids(cluster) & policy.listed_running(resources))
             skip = policy.check_circuit(hung, policy.count_guests(resources), p.max_hung_fraction,
                                         p.circuit_min_hung)
             self.circuit[cluster] = 1 if skip is not None else 0
@@ -244,7 +246,7 @@ class Remediator:
         if p.dry_run:
             base.outcome = "dry-run"
             base.reason = f"would {action} {kind}/{vmid} on {node}"
-            self.store.add(base)
+            self.store.history.add(base)
             self.metrics.action(cluster, action, "dry-run")
             return Decision("dry-run", base.reason, base.name, incident.attempts, now + p.cooldown, base.id)
         return self._act(event, incident, base, client, kind, node, status, now)
@@ -319,7 +321,7 @@ class Remediator:
         p = self.policy
         attempt = incident.attempts + 1
         next_at = now + policy.cooldown_after(attempt, p.cooldown, p.max_cooldown)
-        row = self.store.claim_attempt(incident, now, next_at, base, self._limits)
+        row = self.store.incidents.claim_attempt(incident, now, next_at, base, self._limits)
         if row is None:
             return Decision("claimed-elsewhere", "another worker took this attempt", base.name, incident.attempts,
                             None)
@@ -329,14 +331,14 @@ class Remediator:
         action = base.action
         acted_at = time.time()
         self.metrics.latency.observe(max(acted_at - (event.received_at or acted_at), 0.0))
-        self.store.update_action(row.id, acted_at=acted_at)
+        self.store.history.update_action(row.id, acted_at=acted_at)
         result = actions.act(client, node, kind, incident.vmid, action, p.task_timeout, self.task_poll_interval,
                              self.settle)
         if result.outcome == "failed" and p.escalate and result.upid and not policy.ha_managed(status):
             self._finish(row, result)
             self.metrics.action(incident.cluster, action, result.outcome)
             action = "stop+start"
-            row = self.store.add(Action(
+            row = self.store.history.add(Action(
                 at=time.time(), cluster=base.cluster, node=node, vmid=base.vmid, name=base.name,
                 fingerprint=base.fingerprint, event_id=base.event_id, incident_id=incident.id, action=action,
                 outcome="pending", actor=base.actor, reason=f"escalation after: {result.error}", forced=base.forced,
@@ -345,14 +347,14 @@ class Remediator:
         self._finish(row, result)
         self.metrics.action(incident.cluster, action, result.outcome)
         if result.outcome != "success" and attempt >= p.max_attempts and not event.force:
-            self.store.quarantine(incident.cluster, incident.vmid, incident.id, attempt,
+            self.store.incidents.quarantine(incident.cluster, incident.vmid, incident.id, attempt,
                                   f"{attempt} attempt(s), last: {actions.describe(result)}", time.time())
         log.info("%s %s/%s on %s: %s %s", action, incident.cluster, incident.vmid, node, result.outcome,
                  actions.describe(result))
         return Decision(result.outcome, actions.describe(result), base.name, attempt, next_at, row.id)
 
     def _finish(self, row: Action, result: actions.Result) -> None:
-        self.store.update_action(row.id, outcome=result.outcome, upid=result.upid, exitstatus=result.exitstatus,
+        self.store.history.update_action(row.id, outcome=result.outcome, upid=result.upid, exitstatus=result.exitstatus,
                                  error=result.error, finished_at=time.time())
 
     def _settle_unfinished(self, incident: Incident, now: float) -> None:
@@ -360,8 +362,8 @@ class Remediator:
 
         A task started once the next attempt was sent, or recorded for another attempt, is not this
         attempt's: crediting it would count one reset twice."""
-        unfinished = self.store.unfinished_attempts(incident.id, now - self.lease)
-        attempts = self.store.attempts_of(incident.id) if unfinished else []
+        unfinished = self.store.incidents.unfinished_attempts(incident.id, now - self.lease)
+        attempts = self.store.incidents.attempts_of(incident.id) if unfinished else []
         for row in unfinished:
             client = self.clients[incident.cluster]
             kind = "lxc" if row.action == "reboot" else "qemu"
@@ -383,14 +385,14 @@ class Remediator:
 
         Settling otherwise waits for the next event of the incident; when the alert resolved first,
         none comes, and the row would stay pending, counted as in flight, for ever."""
-        incidents = self.store.interrupted_incidents(now - self.lease)
+        incidents = self.store.incidents.interrupted_incidents(now - self.lease)
         for incident in incidents:
             self._settle_unfinished(incident, now)
         return len(incidents)
 
     def expire_incidents(self, now: float) -> int:
         """Close incidents that heard nothing for longer than webhook.policy.incident_expiry."""
-        rows = self.store.expire(now, self.incident_expiry)
+        rows = self.store.incidents.expire(now, self.incident_expiry)
         for row in rows:
             self.metrics.action(row.cluster, "none", row.outcome)
             log.info("%s/%s: incident %s closed: %s", row.cluster, row.vmid, row.incident_id, row.reason)
@@ -401,7 +403,7 @@ class Remediator:
         now = time.time()
         base.outcome = skip.outcome
         base.error = skip.detail
-        self.store.add(base)
+        self.store.history.add(base)
         self.metrics.action(base.cluster, base.action or "none", skip.outcome)
         attempts = incident.attempts if isinstance(incident, Incident) else 0
         retry = retry_after if retry_after is not None else now + float(self.policy.retry_interval)

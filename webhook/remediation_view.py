@@ -82,7 +82,7 @@ def quarantines(store: Any) -> list[Quarantine]:
 def brakes(ctx: Any) -> Brakes:
     policy = ctx.config.webhook.policy
     return Brakes(enabled=bool(policy.enabled), dry_run=bool(policy.dry_run),
-                  actions_last_hour=ctx.store.actions_since(time.time() - 3600),
+                  actions_last_hour=ctx.store.history.actions_since(time.time() - 3600),
                   max_actions_per_hour=int(policy.max_actions_per_hour),
                   circuit_open=sorted(c for c, v in ctx.remediator.circuit.items() if v),
                   pauses=pauses.active(ctx.store), max_attempts=int(policy.max_attempts))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, delete, exists, select
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident
-from vmhealth.webhook.store import Store
+from vmhealth.webhook.database import WebhookDatabase
 
 log = logging.getLogger(__name__)
 NO_DECISION_RETENTION = 7 * 86400.0
@@ -40,7 +40,8 @@ class Pruned:
         return bool(self.decisions or self.events or self.incidents)
 
 
-def prune(store: Store, retention: float, now: float, batch: int = BATCH, pause: float = PAUSE_SECONDS) -> Pruned:
+def prune(store: WebhookDatabase, retention: float, now: float, batch: int = BATCH,
+          pause: float = PAUSE_SECONDS) -> Pruned:
     """Delete what is older than the retention (see the module doc); returns how many rows of each."""
     cutoff = now - retention
     quiet_cutoff = now - min(retention, NO_DECISION_RETENTION)
@@ -58,7 +59,7 @@ def prune(store: Store, retention: float, now: float, batch: int = BATCH, pause:
     return pruned
 
 
-def _delete(store: Store, model: type, ids: Select, batch: int, pause: float) -> int:
+def _delete(store: WebhookDatabase, model: type, ids: Select, batch: int, pause: float) -> int:
     total = 0
     while True:
         with store.tx() as session:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from vmhealth import appcontext
 from vmhealth.gunicorn_runner import serve as serve_app
 
 
 def stop_app(app: Any) -> None:
     """Let running decisions finish and close the database (gunicorn's worker_exit hook)."""
-    ctx = app.extensions.get("vmhealth")
+    ctx = appcontext.of(app)
     if ctx is not None:
         ctx.close()
 

@@ -22,8 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth.webhook import retention
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.remediate import Decision, Remediator
-from vmhealth.webhook.store import Store
 
 PRUNE_INTERVAL = 3600.0  # history retention: how often old rows are looked for
 
@@ -45,7 +45,7 @@ def _retry_later(what: str, exc: Exception, seconds: float) -> None:
 class Worker:
     """A thread that feeds a bounded thread pool from the event table."""
 
-    def __init__(self, store: Store, remediator: Remediator, size: int, lease: float, poll: float = 2.0):
+    def __init__(self, store: WebhookDatabase, remediator: Remediator, size: int, lease: float, poll: float = 2.0):
         self.store = store
         self.remediator = remediator
         self.size = size
@@ -138,13 +138,13 @@ class Worker:
     def run_one(self, event_id: int) -> Decision | None:
         """Decide on one claimed event and mark it done (also used inline by the manual API)."""
         try:
-            decision = self.remediator.process(self.store.event(event_id))
+            decision = self.remediator.process(self.store.queue.event(event_id))
         except Exception:
             # Left claimed: once the lease runs out, any worker takes it again.
             log.exception("alert event %s failed; it is taken up again after the claim lease", event_id)
             return None
         try:
-            self.store.finish_event(event_id, self.id, f"{decision.outcome}: {decision.detail}",
+            self.store.queue.finish_event(event_id, self.id, f"{decision.outcome}: {decision.detail}",
                                     decision.retry_after)
         except Exception:
             # The decision and its history row are written; only the event stays claimed, and the next
@@ -157,7 +157,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             # Pending first: an event leaves the table before it leaves busy() (counted, callback run).
-            if self.store.pending_events() == 0 and self.busy() == 0:
+            if self.store.queue.pending_events() == 0 and self.busy() == 0:
                 return True
             self._wake.set()
             time.sleep(0.02)

@@ -46,7 +46,7 @@ def exporter(tmp_path: Path) -> Iterator[Any]:
 
     app = create_app(exporter_config(tmp_path, auth_failures_per_minute=0), start=False)
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def webhook(tmp_path: Path) -> Iterator[Any]:
 def test_every_exporter_write_route_refuses_missing_and_wrong_keys(exporter: Any) -> None:
     routes = write_routes(exporter)
     assert ("POST", "/api/health/report") in routes, "the enumeration must find the ingest route"
-    store = exporter.extensions["vmhealth_exporter"].store
+    store = exporter.extensions["vmhealth"].store
     client = exporter.test_client()
     for method, path in routes:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": API_KEY + "x"},
@@ -71,7 +71,7 @@ def test_every_exporter_write_route_refuses_missing_and_wrong_keys(exporter: Any
             reply = client.open(path, method=method, json=report(100), headers=headers)
             assert reply.status_code == 401, (method, path, headers, reply.status_code)
             assert API_KEY not in reply.get_data(as_text=True)
-    assert store.heartbeats == {} and exporter.extensions["vmhealth_exporter"].reports["unauthorized"] > 0
+    assert store.heartbeats == {} and exporter.extensions["vmhealth"].reports["unauthorized"] > 0
     good = client.post("/api/health/report", json=report(100), headers={"X-API-Key": API_KEY})
     assert good.status_code == 200, "the right key is accepted (the refusals above were about the key)"
 
@@ -183,6 +183,6 @@ def test_every_route_of_every_component_is_authenticated_or_listed_public(tmp_pa
         answered_without_credential |= {("agent", "GET", path) for path in agent.pages}
     finally:
         agent.server_close()
-        exporter.extensions["vmhealth_exporter"].db.close()
+        exporter.extensions["vmhealth"].db.close()
         webhook.extensions["vmhealth"].close()
     assert answered_without_credential == documented_public()

@@ -103,8 +103,8 @@ def test_the_product_keeps_its_layers():
 
 
 @pytest.mark.parametrize(("module", "source", "expected"), [
-    ("vmhealth.webhook.store", "from vmhealth.stack.processes import wait_for",
-     "vmhealth.webhook.store imports the orchestration vmhealth.stack.processes"),
+    ("vmhealth.webhook.policy", "from vmhealth.stack.processes import wait_for",
+     "vmhealth.webhook.policy imports the orchestration vmhealth.stack.processes"),
     ("vmhealth.exporter.app", "def f():\n    from ..stack import running",
      "vmhealth.exporter.app imports the orchestration vmhealth.stack"),
     ("vmhealth.keycli", "import vmhealth.cli", "vmhealth.keycli imports the dispatcher vmhealth.cli"),

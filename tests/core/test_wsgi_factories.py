@@ -22,7 +22,7 @@ def test_factory_reads_the_file_named_by_vmhealth_config(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path / "..")  # no ./vmhealth.yml to fall back on
     monkeypatch.setenv("VMHEALTH_CONFIG", str(config_file))
     app = create_app(start_worker=False)
-    config = app.config["VMHEALTH"]
+    config = app.extensions["vmhealth"].config
     assert config.webhook.token == "alertmanager-token-from-file"
     assert config.clusters[0].name == "lab"
 

@@ -75,14 +75,14 @@ def test_the_exporter_does_everything_with_the_audit_token(sim: RunningSimulator
     app = create_app(load(raw=raw, environ={}, components=("exporter",)), start=False)
     try:
         sim.clear_requests()
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
         client = app.test_client()
         stale = {"hostname": "h103", "vmid": "103", "cpuUsage": 1}
         assert client.post("/api/health/report", json=stale, headers={"X-API-Key": AGENT_KEY}).status_code == 200
         time.sleep(1.5)  # its heartbeat goes stale: the next poll reads its status/current (qmpstatus)
         report = {"hostname": "h", "uuid": sim.guest(101)["uuid"], "cpuUsage": 1}  # needs the VM config
         client.post("/api/health/report", json=report, headers={"X-API-Key": AGENT_KEY})
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
         assert client.post("/api/health/report", json=report, headers={"X-API-Key": AGENT_KEY}).status_code == 200
         page = client.get("/metrics").get_data(as_text=True)
         assert 'vmhealth_pve_up{cluster="sim"} 1' in page
@@ -92,7 +92,7 @@ def test_the_exporter_does_everything_with_the_audit_token(sim: RunningSimulator
         assert any(p.endswith("/status/current") for p in paths) and any(p.endswith("/config") for p in paths)
         assert refused(sim, "audit@pve!sim") == []
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()
 
 
 def webhook(sim: RunningSimulator, folder: Path, role: str) -> Any:

@@ -16,7 +16,7 @@ from vmhealth.exporter.state import LABEL_TOKEN_SECONDS, MAX_DISKS, NEW_LABELS_P
 
 def start(tmp_path, **exporter):
     app = create_app(exporter_config(tmp_path, **exporter), start=False)
-    return app, app.extensions["vmhealth_exporter"]
+    return app, app.extensions["vmhealth"]
 
 
 def poll(exporter, *vmids: int) -> None:

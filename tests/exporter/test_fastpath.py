@@ -18,12 +18,12 @@ from vmhealth.exporter.poller import snapshot_from
 @pytest.fixture
 def app(tmp_path):
     app = create_app(exporter_config(tmp_path, max_body_bytes=4096), start=False)
-    store = app.extensions["vmhealth_exporter"].store
+    store = app.extensions["vmhealth"].store
     store.apply_snapshot("lab", snapshot_from(
         [{"type": "qemu", "vmid": 100, "node": "pve1", "name": "vm100", "status": "running"}],
         [{"type": "node", "name": "pve1", "online": 1}], time.time()), 0.1)
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 def call(wsgi: Any, body: bytes, content_type: str = "application/json", key: str | None = API_KEY,
@@ -67,7 +67,7 @@ def test_same_reply_as_the_flask_route(app, body, content_type, key):
 
 
 def test_counts_like_the_flask_route(app):
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     call(app.wsgi_app, json.dumps(report(100)).encode())
     call(app.wsgi_app, b"[]")
     assert exporter.reports["accepted"] == 1 and exporter.reports["invalid"] == 1
@@ -76,7 +76,7 @@ def test_counts_like_the_flask_route(app):
 def test_too_large_and_other_paths_go_to_flask(app):
     status, _, body = call(app.wsgi_app, b"{" + b" " * 5000 + b"}")
     assert status.startswith("413") and b"max_body_bytes" in body
-    assert app.extensions["vmhealth_exporter"].reports["too_large"] == 1
+    assert app.extensions["vmhealth"].reports["too_large"] == 1
     status, _, _ = call(app.wsgi_app, b"{}", path="/api/health/other")
     assert status.startswith("404")
 

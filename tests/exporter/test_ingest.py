@@ -20,9 +20,9 @@ def app(tmp_path):
     with responses.RequestsMock() as rsps:
         rsps.get(f"{PVE}/cluster/resources", json={"data": [resource(100), resource(101), resource(200, kind="lxc")]})
         rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True})})
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 def post(app, body, key=API_KEY, content_type="application/json"):
@@ -32,7 +32,7 @@ def post(app, body, key=API_KEY, content_type="application/json"):
 
 
 def heartbeats(app):
-    return app.extensions["vmhealth_exporter"].store.heartbeats
+    return app.extensions["vmhealth"].store.heartbeats
 
 
 def test_original_payload_is_accepted_unchanged(app):
@@ -130,9 +130,9 @@ def test_body_over_the_limit_is_413(tmp_path):
         reply = post(app, report(100, hostname="h", padding="x" * 4096))
         assert reply.status_code == 413
         assert "2048" in reply.json["error"]
-        assert app.extensions["vmhealth_exporter"].store.heartbeats == {}
+        assert app.extensions["vmhealth"].store.heartbeats == {}
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()
 
 
 def test_missing_and_wrong_keys_are_401(app):
@@ -163,7 +163,7 @@ def test_by_default_only_per_vm_keys_are_accepted_and_the_refusal_says_how(tmp_p
                                        "token_secret": "s"}], "exporter": {"api_key": API_KEY}}, environ={})
     assert defaults.exporter.per_vm_keys is True  # a configuration that does not set it
     config.exporter.per_vm_keys = defaults.exporter.per_vm_keys
-    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.app"):
+    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.service"):
         app = create_app(config, start=False)
     assert "per_vm_keys is false" not in caplog.text
     try:
@@ -174,18 +174,18 @@ def test_by_default_only_per_vm_keys_are_accepted_and_the_refusal_says_how(tmp_p
         assert post(app, report(100), key=derive_vm_key(API_KEY, "lab", 100)).status_code == 200
         assert post(app, report(100), key="wrong-key-for-anyone").json["error"] == "wrong API key"
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()
 
 
 def test_the_shared_key_opt_out_is_warned_about_once_at_start(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.app"):
+    with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.service"):
         app = create_app(exporter_config(tmp_path, per_vm_keys=False), start=False)
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
     assert caplog.text.count("exporter.per_vm_keys is false: the shared agent key is accepted") == 1
 
 
 def test_a_report_borrowing_another_guests_uuid_is_refused_whatever_the_key(app):
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     exporter.store.add_uuids("lab", {100: "11111111-2222-3333-4444-555555555555"})
     post(app, report(100, hostname="the-real-100"))
     borrowed = {**report(101, hostname="impostor"), "uuid": "11111111-2222-3333-4444-555555555555"}
@@ -219,7 +219,7 @@ def test_report_counters(app):
     post(app, report(100))
     post(app, report(100, cpuUsage=-1))
     post(app, report(100), key="bad")
-    counts = app.extensions["vmhealth_exporter"].reports
+    counts = app.extensions["vmhealth"].reports
     assert (counts["accepted"], counts["invalid"], counts["unauthorized"]) == (1, 1, 1)
 
 

@@ -46,14 +46,14 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         rsps.get("https://pve-dc2.example.org:8006/api2/json/cluster/resources", json={"data": [resource(100)]})
         rsps.get("https://pve-dc2.example.org:8006/api2/json/cluster/status",
                  json={"data": cluster_status({"pve1": True}, name="dc2")})
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 def stored(app: Any) -> tuple[Any, ...]:
     """Everything a report may change: heartbeats, unknown guests, what is due to be written."""
-    store = app.extensions["vmhealth_exporter"].store
+    store = app.extensions["vmhealth"].store
     with store.lock:
         return (dict(store.heartbeats), {k: set(v) for k, v in store._unknown.items()}, set(store.dirty))
 

@@ -18,7 +18,7 @@ from vmhealth.config import ConfigError, load
 from vmhealth.exporter.app import create_app
 from vmhealth.exporter.exposition import Page
 from vmhealth.exporter.poller import RESTORE_WITHIN, IdleRecord, IoActivity, snapshot_from
-from vmhealth.exporter.state import Store
+from vmhealth.exporter.state import GuestState
 
 BASE = "cluster=lab,node=pve1,vmid=100"
 ACTIVITY = {  # series -> the /cluster/resources key it comes from
@@ -64,7 +64,7 @@ def guest(vmid: int = 100, **fields) -> dict:
 def app(tmp_path):
     app = create_app(exporter_config(tmp_path), start=False)
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 def poll(app, guests: list[dict]) -> str:
@@ -72,7 +72,7 @@ def poll(app, guests: list[dict]) -> str:
     with responses.RequestsMock() as rsps:
         rsps.get(f"{PVE}/cluster/resources", json={"data": guests})
         rsps.get(f"{PVE}/cluster/status", json={"data": NODES})
-        assert app.extensions["vmhealth_exporter"].pollers["lab"].poll() is True
+        assert app.extensions["vmhealth"].pollers["lab"].poll() is True
     reply = app.test_client().get("/metrics")
     assert reply.status_code == 200
     return reply.get_data(as_text=True)
@@ -120,7 +120,7 @@ def test_values_that_are_no_number_are_left_out_and_the_poll_goes_on(app, bad, c
     caplog.set_level(logging.DEBUG, logger="vmhealth.exporter.poller")
     page = poll(app, [guest(diskwrite=bad, cpu=bad, uptime=bad), guest(101)])
     s = samples(page)
-    assert app.extensions["vmhealth_exporter"].store.clusters["lab"].up
+    assert app.extensions["vmhealth"].store.clusters["lab"].up
     for name in ("vmhealth_pve_guest_disk_written_bytes_total", "vmhealth_pve_guest_cpu_usage_ratio",
                  "vmhealth_pve_guest_uptime_seconds", LAST_ACTIVE):
         assert f"{name}{{{BASE}}}" not in s, name
@@ -150,7 +150,7 @@ def test_a_guest_not_running_has_no_last_active(app):
 
 def test_the_kept_page_follows_counters_that_change_alone(tmp_path):
     config = exporter_config(tmp_path)
-    store, page, io = Store(config.clusters, None, 100), Page(config), IoActivity(1024)
+    store, page, io = GuestState(config.clusters, None, 100), Page(config), IoActivity(1024)
     for i, written in enumerate((1000, 1000, 9_000_000, 9_000_000)):
         store.apply_snapshot("lab", snapshot_from([guest(diskwrite=written, netout=0)], NODES, 1000.0 + 15 * i, io),
                              0.1)
@@ -165,7 +165,7 @@ def test_config_series(tmp_path):
     try:
         s = samples(poll(app, [guest()]))
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()
     assert s["vmhealth_config_io_window_seconds{cluster=lab}"] == 120
     assert s["vmhealth_config_io_idle_threshold_bytes_per_second{cluster=lab}"] == 0
 
@@ -312,14 +312,14 @@ def test_an_exporter_restart_keeps_an_idle_guest_idle(tmp_path):
         time.sleep(0.1)
         poll(first, [io(5000, 100), io(1, vmid=101)])  # no growth: both turn idle, and are stored
     finally:
-        first.extensions["vmhealth_exporter"].db.close()
+        first.extensions["vmhealth"].db.close()
     time.sleep(0.1)
     second = create_app(config, start=False)
     try:
         started = time.time()
         page = samples(poll(second, [io(5000, 100), io(10_000_000, vmid=101)]))
     finally:
-        second.extensions["vmhealth_exporter"].db.close()
+        second.extensions["vmhealth"].db.close()
     assert page[f"{LAST_ACTIVE}{{{BASE}}}"] == seen[f"{LAST_ACTIVE}{{{BASE}}}"]
     assert page[f"{LAST_ACTIVE}{{cluster=lab,node=pve1,vmid=101}}"] >= round(started, 3), "101 wrote 10 MB"
 
@@ -328,11 +328,11 @@ def test_each_cluster_has_its_own_activity(tmp_path):
     """A vmid in two clusters is two guests: polls of one never touch the other's state."""
     app = create_app(exporter_config(tmp_path, clusters=("lab", "b")), start=False)
     try:
-        pollers = app.extensions["vmhealth_exporter"].pollers
+        pollers = app.extensions["vmhealth"].pollers
         assert pollers["lab"].io is not pollers["b"].io
         assert pollers["lab"].io.idle_bytes_per_second == 1024
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()
 
 
 # --- configuration ------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ def app(tmp_path):
     with responses.RequestsMock() as rsps:
         rsps.get(f"{PVE}/cluster/resources", json={"data": guests})
         rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True, "pve2": False})})
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()
 
 
 def scrape(app) -> str:
@@ -96,7 +96,7 @@ def test_hostile_label_values_stay_valid_for_promtool(app, promtool):
 def test_metrics_survive_proxmox_down(app, promtool):
     import requests
 
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.get(f"{PVE}/cluster/resources", body=requests.ConnectTimeout("timed out"))
         exporter.poll_all()
@@ -116,7 +116,7 @@ def test_landing_and_probes(tmp_path):
     assert client.get("/readyz").status_code == 503
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.get(f"{PVE}/cluster/resources", status=500, json={"data": None, "message": "down\n"})
-        app.extensions["vmhealth_exporter"].poll_all()
+        app.extensions["vmhealth"].poll_all()
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json == {"status": "ready"}  # open to anyone: no cluster names
-    app.extensions["vmhealth_exporter"].db.close()
+    app.extensions["vmhealth"].db.close()

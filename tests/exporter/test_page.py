@@ -13,7 +13,7 @@ from tests.helpers.exporter import API_KEY, exporter_config, report
 from vmhealth.exporter.app import create_app
 from vmhealth.exporter.exposition import Page, accepts_gzip, render
 from vmhealth.exporter.poller import snapshot_from
-from vmhealth.exporter.state import Disk, Heartbeat, Store
+from vmhealth.exporter.state import Disk, GuestState, Heartbeat
 
 
 def resources(guests: dict[int, dict]) -> list[dict]:
@@ -32,17 +32,17 @@ def lines(page: bytes | str) -> list[str]:
 @pytest.fixture
 def setup(tmp_path):
     config = exporter_config(tmp_path)
-    store = Store(config.clusters, None, 100)
+    store = GuestState(config.clusters, None, 100)
     return config, store, Page(config)
 
 
-def scrape(store: Store, page: Page, reports: dict[str, int]) -> bytes:
+def scrape(store: GuestState, page: Page, reports: dict[str, int]) -> bytes:
     body, headers = page.scrape(store, reports, "identity")
     assert "Content-Encoding" not in headers
     return body
 
 
-def fresh(store: Store, config, reports: dict[str, int]) -> str:
+def fresh(store: GuestState, config, reports: dict[str, int]) -> str:
     clusters, heartbeats = store.view()
     return render(clusters, heartbeats, config, reports)
 
@@ -119,7 +119,7 @@ def test_http_scrape_with_and_without_gzip(tmp_path):
     app = create_app(exporter_config(tmp_path), start=False)
     try:
         client = app.test_client()
-        exporter = app.extensions["vmhealth_exporter"]
+        exporter = app.extensions["vmhealth"]
         exporter.store.apply_snapshot("lab", snapshot_from(resources({100: {}}), NODES, time.time()), 0.1)
         assert client.post("/api/health/report", json=report(100), headers={"X-API-Key": API_KEY}).status_code == 200
         zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
@@ -128,4 +128,4 @@ def test_http_scrape_with_and_without_gzip(tmp_path):
         assert gzip.decompress(zipped.get_data()) == plain.get_data()
         assert b'vmhealth_heartbeat_timestamp_seconds{cluster="lab",node="pve1",vmid="100"}' in plain.get_data()
     finally:
-        app.extensions["vmhealth_exporter"].db.close()
+        app.extensions["vmhealth"].db.close()

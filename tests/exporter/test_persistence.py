@@ -22,8 +22,8 @@ def database_url(request, tmp_path):
 def start(tmp_path, url):
     # an I/O window short enough that a guest idle across two polls (or a restart) is hung at once
     app = create_app(exporter_config(tmp_path, database_url=url, thresholds={"io_window": "100ms"}), start=False)
-    poll(app.extensions["vmhealth_exporter"])
-    return app, app.extensions["vmhealth_exporter"]
+    poll(app.extensions["vmhealth"])
+    return app, app.extensions["vmhealth"]
 
 
 def poll(exporter):

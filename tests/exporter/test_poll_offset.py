@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers.exporter import exporter_config
 from vmhealth.config import ConfigError
-from vmhealth.exporter.app import Exporter, poll_timing
+from vmhealth.exporter.service import Exporter, poll_timing
 
 
 def first_poll(tmp_path: Path, **exporter: str) -> float:

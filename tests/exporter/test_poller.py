@@ -15,7 +15,7 @@ OTHER = "https://pve-b.example.org:8006/api2/json"
 @pytest.fixture
 def exporter(tmp_path):
     app = create_app(exporter_config(tmp_path, clusters=("lab", "b")), start=False)
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     yield exporter
     exporter.db.close()
 
@@ -129,7 +129,7 @@ def test_qmpstatus_is_read_once_a_heartbeat_is_half_way_to_stale(exporter):
 
 def test_smbios_uuid_lookup_is_bounded_and_cached(tmp_path):
     app = create_app(exporter_config(tmp_path, uuid_lookups_per_poll=2), start=False)
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     uuid = "7B0D8C4E-1A2B-4C3D-9E8F-0123456789AB"
     assert exporter.store.vmid_for_uuid(uuid) is None  # queued
     guests = [resource(100), resource(101), resource(102)]
@@ -160,7 +160,7 @@ def test_report_by_smbios_uuid_as_proxmox_writes_it(tmp_path):
     from tests.helpers.exporter import API_KEY, report
 
     app = create_app(exporter_config(tmp_path), start=False)
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     body = report(None, uuid="7B0D8C4E-1A2B-4C3D-9E8F-0123456789AB")
     client = app.test_client()
     first = client.post("/api/health/report", json=body, headers={"X-API-Key": API_KEY})

@@ -65,7 +65,8 @@ def report(vmid: int, cpu: float = 20, ram: float = 40, disk: float = 40, node: 
 
 def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], str, dict]:
     """Run the exporter through the scenario; (its /api/vms rows, its /metrics page, the roles)."""
-    from vmhealth.exporter import app as app_module
+    from vmhealth.exporter import api as api_module
+    from vmhealth.exporter import ingest_view as ingest_module
     from vmhealth.exporter import poller as poller_module
     from vmhealth.exporter.app import create_app
 
@@ -85,10 +86,11 @@ def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "exporter": {"api_key": API_KEY, "per_vm_keys": False, "database_url": f"sqlite:///{tmp_path}/exporter.db"},
     }, components=("exporter",), environ={})
     clock = Clock(50)
-    monkeypatch.setattr(app_module, "time", clock)
+    monkeypatch.setattr(ingest_module, "time", clock)
+    monkeypatch.setattr(api_module, "time", clock)
     monkeypatch.setattr(poller_module, "time", clock)
     app = create_app(config, start=False)
-    exporter = app.extensions["vmhealth_exporter"]
+    exporter = app.extensions["vmhealth"]
     client = app.test_client()
     try:
         assert exporter.poll_all() is None and exporter.store.clusters[sim.cluster_name].up

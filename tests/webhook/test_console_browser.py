@@ -20,7 +20,7 @@ from tests.helpers.e2e import settings
 from tests.helpers.requirements import binary
 from vmhealth.db import make_engine
 from vmhealth.stack.running import ADMIN_TOKEN, Stack, running_stack
-from vmhealth.webhook.store import Store
+from vmhealth.webhook.database import WebhookDatabase
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the JSON API takes no console cookie
 
@@ -206,8 +206,8 @@ def test_paused_alerts_are_refused_and_a_reset_from_the_console_acts_once(stack:
 
 
 def test_a_quarantine_is_released_from_the_now_page(stack: Stack, chrome: Any) -> None:
-    store = Store(make_engine(f"sqlite:///{stack.workdir / 'webhook.db'}"))
-    store.quarantine("sim", QUARANTINED, None, 3, "three resets did not help", time.time())
+    store = WebhookDatabase(make_engine(f"sqlite:///{stack.workdir / 'webhook.db'}"))
+    store.incidents.quarantine("sim", QUARANTINED, None, 3, "three resets did not help", time.time())
     store.engine.dispose()
     log_in(chrome, stack, ADMIN_TOKEN, "ann")
     row = f'#quarantines tr[data-vmid="{QUARANTINED}"]'

@@ -19,7 +19,7 @@ from vmhealth.db import current_revision, make_engine, upgrade
 from vmhealth.stack.processes import free_port
 from vmhealth.webhook import create_app
 from vmhealth.webhook.api import action_json
-from vmhealth.webhook.store import Store
+from vmhealth.webhook.database import WebhookDatabase
 
 HEAD = "wh0005"
 
@@ -86,7 +86,7 @@ def test_migration_0003_adds_evidence_and_keeps_the_rows_of_0002(database: str) 
         assert (event.vmid, event.deliveries, event.result, event.evidence) == (100, 2, "success: OK", None)
         assert (action.vmid, action.outcome, bool(action.forced), action.received_at, action.evidence) == (
             100, "success", True, 1700000000, None)
-        [row] = Store(engine).history()  # the webhook reads the old row: no evidence is an empty object
+        [row] = WebhookDatabase(engine).history.rows()  # the webhook reads the old row: no evidence is an empty object
         assert action_json(row)["evidence"] == {} and action_json(row)["reason"] == "old"
     finally:
         engine.dispose()
@@ -106,11 +106,11 @@ def test_migration_0004_lets_incidents_of_0003_expire_from_their_opening(databas
         assert current_revision(engine, "webhook") == HEAD
         column = {c["name"]: c for c in inspect(engine).get_columns("webhook_incident")}["last_notified_at"]
         assert column["nullable"] is True
-        store = Store(engine)
-        assert store.expire(1700000000 + 900, 900) == []
-        [row] = store.expire(1700000000 + 1000, 900)
+        store = WebhookDatabase(engine)
+        assert store.incidents.expire(1700000000 + 900, 900) == []
+        [row] = store.incidents.expire(1700000000 + 1000, 900)
         assert (row.vmid, row.outcome) == (900001, "closed:expired") and "for 1000s" in row.reason
-        assert store.open_incident_attempts() == []
+        assert store.incidents.open_incident_attempts() == []
     finally:
         engine.dispose()
 

@@ -305,7 +305,7 @@ def test_malformed_annotations_are_not_given_and_the_alert_is_acted_on(make: Any
     assert wh.pve.resets(100) == 1
     evidence = last(wh, 100)["evidence"]
     assert set(evidence) == {"io_bytes_total_live", "guest_agent", "qmpstatus", "uptime", "status"}
-    assert wh.store.event(1).evidence is None
+    assert wh.store.queue.event(1).evidence is None
     not_a_string = hung(101)
     not_a_string["alerts"][0]["annotations"]["io_bytes_total"] = 5  # the payload's limits stay: strings only
     reply = wh.client.post("/alerts", json=not_a_string, headers=auth())
@@ -350,7 +350,7 @@ def test_evidence_is_stored_with_the_event_and_each_decision_and_returned(make: 
     wh.pve.ping[100] = "QEMU guest agent is not running"
     sent = rules_evidence()
     wh.send(hung(100, **sent))
-    stored = json.loads(wh.store.event(1).evidence)
+    stored = json.loads(wh.store.queue.event(1).evidence)
     assert stored == {k: float(v) for k, v in sent.items()}
     row = last(wh, 100)
     assert row["outcome"] == "success"

@@ -29,7 +29,7 @@ def process_all(ctx: Any, bulk: bool = True, rounds: int = 20) -> None:
         if bulk:
             ids, refused = ctx.remediator.claim(ctx.worker_id, 100, time.time())
         else:
-            ids, refused = ctx.store.claim_or_refuse(ctx.worker_id, 100, time.time(), ctx.lease)[0], 0
+            ids, refused = ctx.store.queue.claim_or_refuse(ctx.worker_id, 100, time.time(), ctx.lease)[0], 0
         if not ids and not refused:
             return
         for event_id in ids:
@@ -152,7 +152,7 @@ def test_one_notification_repeating_an_alert_records_it_once_and_keeps_the_rest(
     assert sorted((e.status, e.deliveries) for e in events) == [("firing", 2), ("resolved", 1)]
     process_all(wh.ctx)
     assert wh.pve.resets(100) == 0 and wh.pve.resets(101) == 1
-    assert [(c, v) for c, v, _ in wh.store.open_incident_attempts()] == [("lab", 101)]
+    assert [(c, v) for c, v, _ in wh.store.incidents.open_incident_attempts()] == [("lab", 101)]
 
 
 def test_resolved_closes_the_incident_and_attempts_start_again(make: Any) -> None:
@@ -180,9 +180,9 @@ def test_a_later_instance_resolving_closes_the_incident_an_older_one_does_not(ma
     wh.send(firing(100, starts_at="2026-01-01T00:07:00.5Z"))
     assert wh.pve.resets(100) == 1
     assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:01:00Z")).status_code == 200
-    assert len(wh.store.open_incident_attempts()) == 1 and "resolved" not in outcomes(wh, 100)
+    assert len(wh.store.incidents.open_incident_attempts()) == 1 and "resolved" not in outcomes(wh, 100)
     assert wh.send(firing(100, status="resolved", starts_at="2026-01-01T00:07:00.5Z")).status_code == 200
-    assert wh.store.open_incident_attempts() == [] and outcomes(wh, 100)[-1] == "resolved"
+    assert wh.store.incidents.open_incident_attempts() == [] and outcomes(wh, 100)[-1] == "resolved"
     assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") is None
 
 
@@ -253,7 +253,7 @@ def test_task_errors_fail_then_cooldown_then_quarantine_then_release(make: Any) 
     wh.send(firing(100))
     rows = history(wh, 100)
     assert rows[0]["attempt"] == 2 and "qmp command" in rows[0]["exitstatus"]
-    incident = wh.store.incident(rows[0]["incident"])
+    incident = wh.store.incidents.incident(rows[0]["incident"])
     assert incident.next_attempt_at - incident.last_attempt_at == pytest.approx(1200)
     assert sample(wh, "vmhealth_remediation_quarantined", cluster="lab", vmid="100") == 1
     assert sample(wh, "vmhealth_remediation_incident_attempts", cluster="lab", vmid="100") == 2
@@ -393,7 +393,7 @@ def test_an_event_that_needs_proxmox_is_not_overtaken_by_later_refusals(make: An
     wh = make()
     for vmid in (100, 101):
         wh.pve.add(vmid)
-    wh.store.quarantine("lab", 101, None, 3, "three failed resets", time.time())
+    wh.store.incidents.quarantine("lab", 101, None, 3, "three failed resets", time.time())
     notify(wh, 100, 101)
     ctx = wh.ctx
     assert ctx.remediator.claim(ctx.worker_id, 0, time.time()) == ([], 0)  # the pool is full: 100 waits first

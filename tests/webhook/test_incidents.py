@@ -17,19 +17,19 @@ from vmhealth.db import make_engine, upgrade
 from vmhealth.models.webhook import Action, Incident
 from vmhealth.pve import PveError
 from vmhealth.webhook import policy
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.payload import parse_notification
 from vmhealth.webhook.remediate import NotificationReads
-from vmhealth.webhook.store import Store
 
 T0 = 1_800_000_000.0
 
 
 @pytest.fixture
-def store(database: str) -> Iterator[Store]:
+def store(database: str) -> Iterator[WebhookDatabase]:
     engine = make_engine(database)
     upgrade(engine, "webhook")
     try:
-        yield Store(engine)
+        yield WebhookDatabase(engine)
     finally:
         engine.dispose()
 
@@ -38,63 +38,65 @@ def alert(vmid: int, **kwargs: Any) -> Any:
     return parse_notification(firing(vmid, **kwargs), "lab").alerts[0]
 
 
-def rows(store: Store, vmid: int) -> list[Action]:
+def rows(store: WebhookDatabase, vmid: int) -> list[Action]:
     with store.read() as session:
         return list(session.scalars(select(Action).where(Action.vmid == vmid).order_by(Action.id)))
 
 
-def open_incidents(store: Store) -> list[tuple[str, int]]:
-    return sorted((c, v) for c, v, _ in store.open_incident_attempts())
+def open_incidents(store: WebhookDatabase) -> list[tuple[str, int]]:
+    return sorted((c, v) for c, v, _ in store.incidents.open_incident_attempts())
 
 
-def test_a_silent_incident_expires_with_its_reason_and_a_notification_keeps_it_open(store: Store) -> None:
-    store.record([alert(100), alert(101)], T0)
-    assert store.expire(T0 + 900, 900) == []  # not longer than the expiry yet
-    store.record([alert(101)], T0 + 600)  # Alertmanager's repeat: a duplicate, but news of the incident
-    closed = store.expire(T0 + 901, 900)
+def test_a_silent_incident_expires_with_its_reason_and_a_notification_keeps_it_open(store: WebhookDatabase) -> None:
+    store.queue.record([alert(100), alert(101)], T0)
+    assert store.incidents.expire(T0 + 900, 900) == []  # not longer than the expiry yet
+    store.queue.record([alert(101)], T0 + 600)  # Alertmanager's repeat: a duplicate, but news of the incident
+    closed = store.incidents.expire(T0 + 901, 900)
     assert [(r.vmid, r.outcome) for r in closed] == [(100, "closed:expired")]
     assert open_incidents(store) == [("lab", 101)]
     [row] = rows(store, 100)
     assert (row.outcome, row.actor, row.incident_id) == ("closed:expired", "webhook", closed[0].incident_id)
     assert row.reason.startswith("expired: no notification for 901s (webhook.policy.incident_expiry is 900s)")
-    assert [r.vmid for r in store.expire(T0 + 1501, 900)] == [101]
-    assert open_incidents(store) == [] and store.expire(T0 + 9999, 900) == []  # closed once
+    assert [r.vmid for r in store.incidents.expire(T0 + 1501, 900)] == [101]
+    assert open_incidents(store) == [] and store.incidents.expire(T0 + 9999, 900) == []  # closed once
 
 
-def test_an_incident_with_an_attempt_in_flight_waits_for_it(store: Store) -> None:
-    store.record([alert(100)], T0)
+def test_an_incident_with_an_attempt_in_flight_waits_for_it(store: WebhookDatabase) -> None:
+    store.queue.record([alert(100)], T0)
     [incident_id] = _open_ids(store)
     with store.read() as session:
         incident = session.get_one(Incident, incident_id)
-    assert store.claim_attempt(incident, T0 + 1, T0 + 600, Action(at=T0 + 1, cluster="lab", vmid=100)) is not None
-    assert store.expire(T0 + 2000, 900) == []
-    store.update_action(rows(store, 100)[0].id, outcome="success")
-    assert len(store.expire(T0 + 2000, 900)) == 1
+    row = Action(at=T0 + 1, cluster="lab", vmid=100)
+    assert store.incidents.claim_attempt(incident, T0 + 1, T0 + 600, row) is not None
+    assert store.incidents.expire(T0 + 2000, 900) == []
+    store.history.update_action(rows(store, 100)[0].id, outcome="success")
+    assert len(store.incidents.expire(T0 + 2000, 900)) == 1
 
 
-def _open_ids(store: Store) -> list[int]:
+def _open_ids(store: WebhookDatabase) -> list[int]:
     with store.read() as session:
         return list(session.scalars(select(Incident.id).where(Incident.state == "open")))
 
 
-def test_close_writes_who_and_why_and_only_closes_the_named_incident(store: Store) -> None:
-    store.record([alert(100)], T0)
+def test_close_writes_who_and_why_and_only_closes_the_named_incident(store: WebhookDatabase) -> None:
+    store.queue.record([alert(100)], T0)
     [incident_id] = _open_ids(store)
-    assert store.close("lab", 100, T0 + 1, "closed:not-found", "webhook", "x", incident_id=incident_id + 1) is None
-    assert store.close("lab", 999, T0 + 1, "closed:manual", "manual:ann", "x") is None  # no incident
-    assert store.close("lab", 100, T0 + 2, "closed:manual", "manual:ann", "manual: stale") == incident_id
-    assert store.close("lab", 100, T0 + 3, "closed:manual", "manual:ann", "again") is None
+    assert store.incidents.close("lab", 100, T0 + 1, "closed:not-found", "webhook", "x",
+                                 incident_id=incident_id + 1) is None
+    assert store.incidents.close("lab", 999, T0 + 1, "closed:manual", "manual:ann", "x") is None  # no incident
+    assert store.incidents.close("lab", 100, T0 + 2, "closed:manual", "manual:ann", "manual: stale") == incident_id
+    assert store.incidents.close("lab", 100, T0 + 3, "closed:manual", "manual:ann", "again") is None
     [row] = rows(store, 100)
     assert (row.outcome, row.actor, row.reason, row.incident_id) == (
         "closed:manual", "manual:ann", "manual: stale", incident_id)
     assert open_incidents(store) == []
 
 
-def test_the_circuit_breakers_candidates_leave_out_closed_and_manual_incidents(store: Store) -> None:
-    store.record([alert(100), alert(101), alert(102), alert(103, cluster="other")], T0)
-    store.record([alert(104, alertname="manual")], T0)
-    store.close("lab", 102, T0 + 1, "closed:manual", "manual:ann", "gone")
-    assert store.open_incident_vmids("lab") == {100, 101}
+def test_the_circuit_breakers_candidates_leave_out_closed_and_manual_incidents(store: WebhookDatabase) -> None:
+    store.queue.record([alert(100), alert(101), alert(102), alert(103, cluster="other")], T0)
+    store.queue.record([alert(104, alertname="manual")], T0)
+    store.incidents.close("lab", 102, T0 + 1, "closed:manual", "manual:ann", "gone")
+    assert store.incidents.open_incident_vmids("lab") == {100, 101}
 
 
 def test_only_guests_listed_as_running_count_as_hung() -> None:

@@ -37,7 +37,7 @@ def test_attempt_interrupted_then_resolved_is_settled(database: str, pve: FakePv
 
         row = wait_for(attempt, 30, "the interrupted attempt to be settled")
         assert (row["outcome"], row["upid"]) == ("success", upid)
-        assert ctx.store.in_flight() == 0
+        assert ctx.store.history.in_flight() == 0
         assert pve.resets(100) == 0  # nothing sent again
     finally:
         ctx.close()

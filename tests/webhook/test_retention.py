@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from vmhealth.config import ConfigError, load
 from vmhealth.db import make_engine, upgrade
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
+from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.retention import prune
-from vmhealth.webhook.store import Store
 
 DAY = 86400.0
 
@@ -32,7 +32,7 @@ def incident(session, opened: float, closed: float | None, n: int = 0) -> Incide
     return row
 
 
-def count(store: Store, model: type) -> int:
+def count(store: WebhookDatabase, model: type) -> int:
     with store.read() as session:
         return session.scalar(select(func.count()).select_from(model))
 
@@ -40,7 +40,7 @@ def count(store: Store, model: type) -> int:
 def test_old_rows_go_in_batches_and_what_is_recent_or_still_open_stays(database: str) -> None:
     engine = make_engine(database)
     upgrade(engine, "webhook")
-    store = Store(engine)
+    store = WebhookDatabase(engine)
     now = time.time()
     old, recent = now - 100 * DAY, now - 3 * DAY
     with store.tx() as session:

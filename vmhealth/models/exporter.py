@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from vmhealth.db import Base
 
 
-class GuestState(Base):
+class LastHeartbeat(Base):
     """The last heartbeat of one guest, identified by (cluster, vmid)."""
 
     __tablename__ = "exporter_guest_state"
