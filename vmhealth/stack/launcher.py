@@ -1,7 +1,8 @@
 """One child process: started with its output in a log file, waited for until it answers, always stopped.
 
-The stack, the benchmarks and the tests start `vmhealth exporter|webhook|sim`, Prometheus and
-Alertmanager through it, so that each of them gets the same log capture and the same cleanup:
+The stack, the benchmarks and the tests start `vmhealth exporter|webhook`, Prometheus, Alertmanager
+and the programs the benchmarks compare through it, so that each gets the same log capture and the
+same cleanup:
 
     with Child("exporter", vmhealth_command("exporter", config), log, f"{url}/readyz", clean_env()).started(60):
         ...
@@ -119,7 +120,7 @@ class Child:
             if kill and self.process.poll() is None:
                 _kill_tree(self.process)
             workers = _children(self.process)
-            stop_process(self.process, timeout=self.stop_timeout)
+            _stop(self.process, self.stop_timeout)
             _kill_leftovers(workers)
         if self._log is not None:
             self._log.close()
@@ -139,7 +140,7 @@ class Child:
         self.stop()
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, and SIGKILL if it is still running after `timeout` seconds."""
     if process.poll() is not None:
         return
