@@ -1,8 +1,8 @@
 """The whole product on loopback: simulator, exporter, webhook, Prometheus and Alertmanager.
 
-One launcher for the demo, the end-to-end tests, the benchmarks and the fault tests, so that all of
+One stack for the demo, the end-to-end tests, the benchmarks and the fault tests, so that all of
 them run the same configuration. The exporter and the webhook run as `vmhealth` subprocesses,
-Prometheus and Alertmanager are the real binaries; their configurations are generated from the
+Prometheus and Alertmanager are the real binaries, each a `launcher.Child`; their configurations are generated from the
 repository's `prometheus/` and `alertmanager/` files with shorter timings:
 
     with running_stack(StackSettings(guests=20), workdir) as stack:
