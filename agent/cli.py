@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +39,16 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args, ())
     agent_cfg = config.agent
     if args.mode:
-        agent_cfg.mode = args.mode
+        agent_cfg = replace(agent_cfg, mode=args.mode)
     if args.listen:
-        from vmhealth.config import _check_listen
+        from vmhealth.config import check_listen
 
         try:
-            _check_listen(args.listen)
+            check_listen(args.listen)
         except ValueError as exc:
             print(f"vmhealth: --listen: {exc}", file=sys.stderr)
             return 2
-        agent_cfg.listen = args.listen
+        agent_cfg = replace(agent_cfg, listen=args.listen)
     if needs_api_key(agent_cfg.mode) and not agent_cfg.api_key and not args.once:
         print(f"vmhealth: agent.api_key: missing (mode {agent_cfg.mode} pushes to the exporter; set it in the "
               "file, or VMHEALTH_AGENT_API_KEY / VMHEALTH_AGENT_API_KEY_FILE)", file=sys.stderr)

@@ -16,10 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from vmhealth.cli import load_config_or_exit
     from vmhealth.exporter.server import serve
 
     config = load_config_or_exit(args, ("exporter",))
     if args.listen:
-        config.exporter.listen = args.listen
+        config = replace(config, exporter=replace(config.exporter, listen=args.listen))
     return serve(config)

@@ -17,10 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from vmhealth.cli import load_config_or_exit
     from vmhealth.webhook.server import serve
 
     config = load_config_or_exit(args, ("webhook",))
     if args.listen:
-        config.webhook.listen = args.listen
+        config = replace(config, webhook=replace(config.webhook, listen=args.listen))
     return serve(config)

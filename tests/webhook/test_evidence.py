@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,7 +72,7 @@ def make(tmp_path: Any) -> Iterator[Any]:
               **policy_keys: Any) -> SimpleNamespace:
         config = make_config(f"sqlite:///{tmp_path}/webhook.db", webhook, **policy_keys)
         if timeout is not None:
-            config.clusters[0].timeout = timeout
+            config = replace(config, clusters=[replace(config.clusters[0], timeout=timeout)])
         app = create_app(config, start_worker=start_worker, task_poll_interval=0.01, settle=0.05, worker_poll=0.05)
         apps.append(app)
         ctx = app.extensions["vmhealth"]
