@@ -11,10 +11,9 @@ import argparse
 import importlib
 import os
 import sys
-from types import SimpleNamespace
 
 from vmhealth import __version__
-from vmhealth.config import ConfigError, load, secrets_of
+from vmhealth.config import Config, ConfigError, load, secrets_of
 from vmhealth.logsetup import add_secrets, setup_logging
 
 # name -> (module, one-line help)
@@ -85,7 +84,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> SimpleNamespace:
+def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> Config:
     """The configuration for `components`; on problems, print each on stderr and exit 2."""
     try:
         config = load(args.config, components=components)

@@ -193,8 +193,8 @@ def test_the_client_ping_is_bounded_by_the_cluster_timeout_on_a_real_socket() ->
     server.listen(4)
     held: list[Any] = []
     threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
-    cluster = SimpleNamespace(name="lab", host=f"127.0.0.1:{server.getsockname()[1]}", verify_ssl=False,
-                              ca_bundle=None, timeout=0.5, token_id="monitor@pve!vmhealth", token_secret="x")
+    cluster = replace(make_config("sqlite:///unused.db").clusters[0], host=f"127.0.0.1:{server.getsockname()[1]}",
+                      timeout=0.5)
     started = time.monotonic()
     try:
         with pytest.raises(PveError) as raised:
