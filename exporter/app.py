@@ -28,7 +28,7 @@ LANDING = """<!doctype html><html><head><title>vmhealth exporter</title></head><
 def create_app(config: Config | None = None, start: bool = True) -> Flask:
     """The WSGI app; with `start`, the pollers and the write-behind run in this process."""
     if config is None:
-        from vmhealth.gunicorn_runner import load_from_environment
+        from vmhealth.config import load_from_environment
 
         config = load_from_environment("exporter")
     exporter = Exporter(config)

@@ -44,7 +44,7 @@ def create_app(config: Config | None = None, *, start_worker: bool = True, task_
     from vmhealth.db import make_engine, upgrade
 
     if config is None:
-        from vmhealth.gunicorn_runner import load_from_environment
+        from vmhealth.config import load_from_environment
 
         config = load_from_environment("webhook")
     engine = make_engine(config.webhook.database_url)

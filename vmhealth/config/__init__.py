@@ -15,7 +15,7 @@ from .agent import AgentConfig
 from .clusters import ClusterConfig
 from .exporter import ExporterConfig
 from .keys import Key, Section
-from .loader import DEFAULT_CONFIG_PATH, load, read_file
+from .loader import DEFAULT_CONFIG_PATH, load, load_from_environment, read_file
 from .problems import ConfigError
 from .redaction import redacted, secrets_of
 from .root import COMPONENT_REQUIREMENTS, DATABASE_COMPONENTS, SCHEMA, Config
@@ -26,5 +26,6 @@ from .webhook import PolicyConfig, WebhookConfig
 __all__ = [
     "COMPONENT_REQUIREMENTS", "DATABASE_COMPONENTS", "DEFAULT_CONFIG_PATH", "SCHEMA", "AgentConfig", "ClusterConfig",
     "Config", "ConfigError", "ExporterConfig", "Key", "PolicyConfig", "Section", "ThresholdsConfig", "WebhookConfig",
-    "check_listen", "is_loopback", "load", "read_file", "redacted", "secrets_of", "split_listen",
+    "check_listen", "is_loopback", "load", "load_from_environment", "read_file", "redacted", "secrets_of",
+    "split_listen",
 ]

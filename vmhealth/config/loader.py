@@ -92,6 +92,13 @@ def load(
     return config
 
 
+def load_from_environment(component: str) -> Config:
+    """The configuration a WSGI factory or a gunicorn.conf.py runs with, chosen as the `vmhealth`
+    command's `--config` chooses it: the file named by $VMHEALTH_CONFIG, else ./vmhealth.yml if present,
+    else environment variables only; the keys `component` needs must be set."""
+    return load(os.environ.get("VMHEALTH_CONFIG"), components=(component,))
+
+
 def _build(schema: Section, raw: Any, path: str, problems: Problems) -> Any:
     """An instance of the section's class from its raw mapping; a key that cannot be read is None."""
     if raw is None:
