@@ -17,6 +17,10 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmhealth.config import AgentConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _once(agent_cfg: object) -> int:
+def _once(agent_cfg: AgentConfig) -> int:
     from vmhealth.agent.collect import Collector
     from vmhealth.agent.payload import build
     from vmhealth.agent.runner import identity_from
 
-    collector = Collector(agent_cfg.mounts)  # type: ignore[attr-defined]
+    collector = Collector(agent_cfg.mounts)
     time.sleep(0.5)  # so that CPU use covers a real span, not the instant since start
     print(json.dumps(build(collector.collect(), identity_from(agent_cfg)), indent=2))
     return 0
