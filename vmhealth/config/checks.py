@@ -11,9 +11,11 @@ from .problems import Problems
 from .root import COMPONENT_REQUIREMENTS, Config
 from .secret_files import warn_if_others_read
 
+MIN_SECRET_LENGTH = 16
+
 
 def check(config: Config, components: Iterable[str], problems: Problems) -> None:
-    """Record every problem of a configuration whose keys each have a value of their kind."""
+    """Record the problems that show only across keys (each key alone was checked as it was read)."""
     _check_clusters(config, problems)
     _check_thresholds(config, problems)
     _check_secrets(config, problems)
@@ -24,8 +26,6 @@ def check(config: Config, components: Iterable[str], problems: Problems) -> None
     for component in components:
         _check_required(config, component, problems)
 
-
-MIN_SECRET_LENGTH = 16
 
 
 def _check_secrets(config: Config, problems: Problems) -> None:

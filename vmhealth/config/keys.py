@@ -29,10 +29,10 @@ class Key:
 
 @dataclass(frozen=True)
 class Section:
-    """A mapping of named keys and sections, built into `type`; `repeated` makes it a list of them."""
+    """A mapping of named keys and sections, built into an instance of `cls`; `repeated` makes it a list of them."""
 
     keys: Mapping[str, Key | Section]
-    type: type
+    cls: type
     repeated: bool = False
 
 

@@ -141,7 +141,7 @@ def _build(schema: Section, raw: Any, path: str, problems: Problems) -> Any:
             problems.add(here, "missing")
             value = None
         values[name] = coerce(spec, value, here, problems, from_env)
-    return schema.type(**values)
+    return schema.cls(**values)
 
 
 def _resolve_agent_urls(raw: dict[str, Any], config: Config, problems: Problems) -> Config:
