@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from types import SimpleNamespace
 from typing import TextIO
 
 from vmhealth.agent.collect import Collector
 from vmhealth.agent.payload import build
 from vmhealth.agent.push import HINTS
 from vmhealth.agent.runner import effective_timeout, identity_from, pushers_from
-from vmhealth.config import split_listen
+from vmhealth.config import AgentConfig, split_listen
 
 
-def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
+def check(agent_cfg: AgentConfig, out: TextIO) -> int:
     """Each check's line on `out`; 1 when one found a problem. The agent's own log is quiet meanwhile."""
     quiet = logging.getLogger("vmhealth.agent")
     level = quiet.level
@@ -31,7 +30,7 @@ def check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
         quiet.setLevel(level)
 
 
-def _check(agent_cfg: SimpleNamespace, out: TextIO) -> int:
+def _check(agent_cfg: AgentConfig, out: TextIO) -> int:
     """Print one `ok`/`PROBLEM` line per check; 0 when all passed, 1 otherwise."""
     problems = 0
 

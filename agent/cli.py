@@ -16,6 +16,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmhealth.config import AgentConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +43,16 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args, ())
     agent_cfg = config.agent
     if args.mode:
-        agent_cfg.mode = args.mode
+        agent_cfg = replace(agent_cfg, mode=args.mode)
     if args.listen:
-        from vmhealth.config import _check_listen
+        from vmhealth.config import check_listen
 
         try:
-            _check_listen(args.listen)
+            check_listen(args.listen)
         except ValueError as exc:
             print(f"vmhealth: --listen: {exc}", file=sys.stderr)
             return 2
-        agent_cfg.listen = args.listen
+        agent_cfg = replace(agent_cfg, listen=args.listen)
     if needs_api_key(agent_cfg.mode) and not agent_cfg.api_key and not args.once:
         print(f"vmhealth: agent.api_key: missing (mode {agent_cfg.mode} pushes to the exporter; set it in the "
               "file, or VMHEALTH_AGENT_API_KEY / VMHEALTH_AGENT_API_KEY_FILE)", file=sys.stderr)
@@ -81,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _once(agent_cfg: object) -> int:
+def _once(agent_cfg: AgentConfig) -> int:
     from vmhealth.agent.collect import Collector
     from vmhealth.agent.payload import build
     from vmhealth.agent.runner import identity_from
 
-    collector = Collector(agent_cfg.mounts)  # type: ignore[attr-defined]
+    collector = Collector(agent_cfg.mounts)
     time.sleep(0.5)  # so that CPU use covers a real span, not the instant since start
     print(json.dumps(build(collector.collect(), identity_from(agent_cfg)), indent=2))
     return 0

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmhealth.agent.collect import Collector, Sample
 from vmhealth.agent.exposition import render
@@ -18,6 +17,9 @@ from vmhealth.agent.fanout import Fanout
 from vmhealth.agent.identity import smbios_uuid
 from vmhealth.agent.payload import Identity, build
 from vmhealth.agent.push import Pusher
+
+if TYPE_CHECKING:
+    from vmhealth.config import AgentConfig
 
 log = logging.getLogger("vmhealth.agent")
 
@@ -27,7 +29,7 @@ def effective_timeout(timeout: float, interval: float) -> float:
     return min(timeout, interval * 0.8)
 
 
-def pushers_from(agent_cfg: SimpleNamespace) -> list[Pusher]:
+def pushers_from(agent_cfg: AgentConfig) -> list[Pusher]:
     """One Pusher per exporter of `agent.exporter_urls` (the config loader puts `exporter_url` there)."""
     timeout = effective_timeout(float(agent_cfg.timeout), float(agent_cfg.interval))
     return [Pusher(url, agent_cfg.api_key, timeout, agent_cfg.verify_ssl, agent_cfg.ca_bundle,
@@ -35,7 +37,7 @@ def pushers_from(agent_cfg: SimpleNamespace) -> list[Pusher]:
             for url in agent_cfg.exporter_urls]
 
 
-def identity_from(agent_cfg: SimpleNamespace) -> Identity:
+def identity_from(agent_cfg: AgentConfig) -> Identity:
     """The guest's identity; the SMBIOS UUID is read once here, and its absence explained once."""
     uuid, why = smbios_uuid(agent_cfg.uuid)
     if uuid is None and agent_cfg.vmid is None:
@@ -49,7 +51,7 @@ def identity_from(agent_cfg: SimpleNamespace) -> Identity:
 class Agent:
     """One agent: a collector, an identity, and a pusher and/or a metrics server, per `mode`."""
 
-    def __init__(self, agent_cfg: SimpleNamespace, collector: Collector | None = None,
+    def __init__(self, agent_cfg: AgentConfig, collector: Collector | None = None,
                  identity: Identity | None = None, rng: random.Random | None = None) -> None:
         self.cfg = agent_cfg
         self.mode = agent_cfg.mode

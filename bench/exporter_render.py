@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     store, config = build(args.guests, args.nodes)
     vmids = [100 + i for i in range(args.guests)]
-    page = Page(config)
+    page = Page(config.exporter, config.thresholds)
     changed = max(1, int(args.changed * args.guests))
 
     def scrape() -> bytes:
@@ -84,7 +84,7 @@ def main() -> None:
 
     def fresh() -> str:
         clusters, heartbeats = store.view()
-        return render(clusters, heartbeats, config, {"accepted": 1})
+        return render(clusters, heartbeats, config.exporter, config.thresholds, {"accepted": 1})
 
     size = len(fresh().encode())
     scrape()

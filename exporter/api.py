@@ -116,7 +116,7 @@ def status() -> Response:
     rows = _vm_rows()
     counts = Counter(row["health"] for row in rows)
     clusters, _ = exporter.store.view()
-    policy = exporter.config.webhook.policy
+    limits = exporter.config.webhook.policy
     thresholds = exporter.config.thresholds
     return jsonify({
         "timestamp": _iso(time.time()),
@@ -127,7 +127,7 @@ def status() -> Response:
             "cpuThreshold": thresholds.cpu_percent,
             "ramThreshold": thresholds.ram_percent,
             "diskThreshold": thresholds.disk_percent,
-            "autoResetEnabled": bool(policy.enabled and not policy.dry_run),
+            "autoResetEnabled": bool(limits.enabled and not limits.dry_run),
         },
         "clusters": {
             name: {"up": s.up, "lastPoll": _iso(s.last_success) if s.last_success else None,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from vmhealth import __version__, appcontext, openapi
+from vmhealth.config import Config
 from vmhealth.exporter import api, ingest_view, metrics_view, probes
 from vmhealth.exporter.ingest import REPORT_PATH, FastReports
 from vmhealth.exporter.service import Exporter
@@ -26,10 +25,10 @@ LANDING = """<!doctype html><html><head><title>vmhealth exporter</title></head><
 """
 
 
-def create_app(config: SimpleNamespace | None = None, start: bool = True) -> Flask:
+def create_app(config: Config | None = None, start: bool = True) -> Flask:
     """The WSGI app; with `start`, the pollers and the write-behind run in this process."""
     if config is None:
-        from vmhealth.gunicorn_runner import load_from_environment
+        from vmhealth.config import load_from_environment
 
         config = load_from_environment("exporter")
     exporter = Exporter(config)

@@ -14,8 +14,8 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterable
-from types import SimpleNamespace
 
+from vmhealth.config import ExporterConfig, ThresholdsConfig
 from vmhealth.exporter.state import ClusterState, GuestKey, GuestState, Heartbeat, PveGuest
 from vmhealth.process_counters import AUTH_FAILURES, AUTH_THROTTLED, CONNECTIONS_REFUSED, PROCESS_COUNTERS
 from vmhealth.textformat import escape
@@ -185,8 +185,9 @@ class Page:
     kept deflate segments joined under one gzip header and trailer.
     """
 
-    def __init__(self, config: SimpleNamespace):
-        self.config = config
+    def __init__(self, exporter: ExporterConfig, thresholds: ThresholdsConfig):
+        self.exporter = exporter
+        self.thresholds = thresholds
         self._lock = threading.Lock()
         self._entries: dict[GuestKey, _Entry] = {}
         self._families: dict[str, dict[GuestKey, str]] = {name: {} for name in GUEST_FAMILIES}
@@ -349,7 +350,7 @@ class Page:
         self._entries[key] = _Entry(base, node, hostname, guest, hb, qmp, lines)
 
     def _pve_lines(self, lines: dict[str, str], base: str, guest: PveGuest, hostname: str, qmp: str | None) -> None:
-        exporter = self.config.exporter
+        exporter = self.exporter
         lines["vmhealth_pve_guest_running"] = \
             f'vmhealth_pve_guest_running{{{base},type="{guest.type}"}} {int(guest.running)}\n'
         if guest.lock:
@@ -367,7 +368,7 @@ class Page:
                       dropped: dict[str, int]) -> dict[str, str]:
         """family -> text of the per-cluster and counter families (a few lines; formatted every scrape)."""
         lines: dict[str, list[str]] = {name: [] for name in FAMILIES if name not in self._families}
-        thresholds = self.config.thresholds
+        thresholds = self.thresholds
         for cname, state in clusters.items():
             c = self._escaped_cluster(cname)
             snapshot = state.snapshot
@@ -455,8 +456,9 @@ def _heartbeat_lines(lines: dict[str, str], base: str, hb: Heartbeat) -> None:
 def render(
     clusters: dict[str, ClusterState],
     heartbeats: dict[GuestKey, Heartbeat],
-    config: SimpleNamespace,
+    exporter: ExporterConfig,
+    thresholds: ThresholdsConfig,
     reports: dict[str, int],
 ) -> str:
     """The whole /metrics page, formatted from nothing (the exporter keeps a `Page` instead)."""
-    return Page(config).render(clusters, heartbeats, reports).decode()
+    return Page(exporter, thresholds).render(clusters, heartbeats, reports).decode()

@@ -6,14 +6,6 @@
 One worker process: the exporter's state lives in memory and is written behind to the database.
 """
 
-from vmhealth.exporter.server import stop_app
-from vmhealth.gunicorn_runner import load_from_environment, section_settings
+from vmhealth.exporter.server import EXPORTER
 
-_section = load_from_environment("exporter").exporter  # listen, threads, limits: as `vmhealth exporter` uses them
-globals().update(section_settings(_section, _section.max_body_bytes))
-
-
-def worker_exit(server, worker):
-    app = getattr(worker, "wsgi", None)
-    if app is not None:
-        stop_app(app)
+globals().update(EXPORTER.gunicorn_conf())  # listen, threads, limits, TLS: as `vmhealth exporter` uses them

@@ -12,8 +12,8 @@ Prometheus has, so it is not applied here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
+from vmhealth.config import ThresholdsConfig
 from vmhealth.exporter.state import ClusterState, Heartbeat, PveGuest
 
 
@@ -34,7 +34,7 @@ def classify(
     guest: PveGuest | None,
     cluster: ClusterState,
     monitored: bool,
-    thresholds: SimpleNamespace,
+    thresholds: ThresholdsConfig,
     now: float,
 ) -> Health:
     is_down = heartbeat is None or now - heartbeat.received > thresholds.stale_timeout

@@ -15,9 +15,9 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from vmhealth.config import ClusterConfig, ExporterConfig, ThresholdsConfig
 from vmhealth.exporter.state import Amount, GuestState, PveGuest, Snapshot
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
 
@@ -160,16 +160,17 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
 class ClusterPoller:
     """Polls one cluster into the store."""
 
-    def __init__(self, cluster: SimpleNamespace, store: GuestState, config: SimpleNamespace,
-                 idle_db: GuestStateArchive | None = None, restored: dict[int, IdleRecord] | None = None):
+    def __init__(self, cluster: ClusterConfig, store: GuestState, exporter: ExporterConfig,
+                 thresholds: ThresholdsConfig, idle_db: GuestStateArchive | None = None,
+                 restored: dict[int, IdleRecord] | None = None):
         self.cluster = cluster
         self.name: str = cluster.name
         self.store = store
         self.client = PveClient(cluster)
-        self.stale_timeout: float = config.thresholds.stale_timeout
-        self.status_checks: int = config.exporter.status_checks_per_poll
-        self.uuid_lookups: int = config.exporter.uuid_lookups_per_poll
-        self.io = IoActivity(config.thresholds.io_idle_bytes_per_second, restored)
+        self.stale_timeout: float = thresholds.stale_timeout
+        self.status_checks: int = exporter.status_checks_per_poll
+        self.uuid_lookups: int = exporter.uuid_lookups_per_poll
+        self.io = IoActivity(thresholds.io_idle_bytes_per_second, restored)
         self.idle_db = idle_db
         self._was_up: bool | None = None
 

@@ -1,22 +1,27 @@
-"""`vmhealth exporter`: the exporter app under gunicorn with the configured address."""
+"""The exporter under gunicorn: `vmhealth exporter`, and exporter/gunicorn.conf.py for those who
+run gunicorn themselves."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from vmhealth import appcontext
-from vmhealth.gunicorn_runner import serve as serve_app
+from vmhealth.config import ExporterConfig
+from vmhealth.gunicorn_runner import Served
+
+from .app import create_app
 
 
 def stop_app(app: Any) -> None:
-    """Write pending last-seen state and stop polling (gunicorn's worker_exit hook)."""
+    """Write pending last-seen state and stop polling."""
     exporter = appcontext.of(app)
     if exporter is not None:
         exporter.stop()
 
 
-def serve(config: SimpleNamespace) -> int:
-    from vmhealth.exporter.app import create_app
+def _max_body_bytes(section: ExporterConfig) -> int:
+    return section.max_body_bytes
 
-    return serve_app("exporter", config.exporter, lambda: create_app(config), stop_app, config.exporter.max_body_bytes)
+
+EXPORTER = Served("exporter", create_app, stop_app, _max_body_bytes)
+serve = EXPORTER.serve

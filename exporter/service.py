@@ -7,12 +7,11 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from vmhealth import __version__
-from vmhealth.config import is_loopback
+from vmhealth.config import Config, ExporterConfig, is_loopback
 from vmhealth.exporter.exposition import Page
 from vmhealth.exporter.persistence import GuestStateArchive, WriteBehind
 from vmhealth.exporter.poller import ClusterPoller
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 class Exporter:
     """The exporter's context: its config, guest state, pollers, write-behind and report counters."""
 
-    def __init__(self, config: SimpleNamespace):
+    def __init__(self, config: Config):
         self.config = config
         self.store = GuestState(config.clusters, config.exporter.api_key, config.exporter.max_unknown_guests)
         self.db = GuestStateArchive(config.exporter.database_url)
@@ -41,13 +40,14 @@ class Exporter:
                         "credential: every guest can read the fleet; set exporter.read_token and give it to "
                         "Prometheus", config.exporter.listen)
         idle = self.db.load_idle()
-        self.pollers = {c.name: ClusterPoller(c, self.store, config, self.db, idle.get(c.name))
+        self.pollers = {c.name: ClusterPoller(c, self.store, config.exporter, config.thresholds, self.db,
+                                              idle.get(c.name))
                         for c in config.clusters}
         self.write_behind = WriteBehind(self.store, self.db, config.exporter.flush_interval)
         self.reports: Counter[str] = Counter()
         # values left out of stored heartbeats, by reason: disks_over_limit, label_rate
         self.dropped: Counter[str] = Counter()
-        self.page = Page(config)
+        self.page = Page(config.exporter, config.thresholds)
         self._reports_lock = threading.Lock()
         self.scheduler: BackgroundScheduler | None = None
 
@@ -95,7 +95,7 @@ class Exporter:
         self.db.close()
 
 
-def poll_timing(exporter_cfg: SimpleNamespace) -> dict[str, datetime]:
+def poll_timing(exporter_cfg: ExporterConfig) -> dict[str, datetime]:
     """When the polls run: from now on, or with `poll_offset` on the clock (unix time ≡ offset modulo the
     interval), so two replicas keep their stagger across restarts instead of drifting into step."""
     if exporter_cfg.poll_offset is None:

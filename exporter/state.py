@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 
+from vmhealth.config import ClusterConfig
 from vmhealth.keys import derive_vm_key
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def _state_changes(budget: _LabelBudget, refused: list[str], disks_dropped: int)
 class GuestState:
     """The exporter's state, shared by the ingest threads, the poller and the readers."""
 
-    def __init__(self, clusters: list[SimpleNamespace], api_key: str | None, max_unknown: int):
+    def __init__(self, clusters: list[ClusterConfig], api_key: str | None, max_unknown: int):
         self.lock = threading.Lock()
         self.clusters: dict[str, ClusterState] = {c.name: ClusterState(c.name) for c in clusters}
         self.heartbeats: dict[GuestKey, Heartbeat] = {}

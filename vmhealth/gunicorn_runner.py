@@ -7,12 +7,13 @@ served; on worker exit the app's `stop` hook runs so that pending state is writt
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vmhealth.config import Config, ExporterConfig, WebhookConfig, load_from_environment
 from vmhealth.gunicorn_worker import MAX_BODY_BYTES, MAX_CONNECTIONS_PER_ADDRESS, worker_class
 from vmhealth.tls import ReloadingContext, ServerFiles, plain_http_warning, reloading_server_context, server_files
 
@@ -96,26 +97,43 @@ def run_gunicorn(factory: Callable[[], Any], settings: dict[str, Any], stop: Cal
     return 0
 
 
-def load_from_environment(component: str) -> Any:
-    """The configuration a WSGI factory or a gunicorn.conf.py runs with: the file named by
-    $VMHEALTH_CONFIG (or ./vmhealth.yml), then VMHEALTH_* variables; the same for both servers."""
-    from vmhealth.config import load
-
-    return load(os.environ.get("VMHEALTH_CONFIG"), components=(component,))
-
-
-def section_settings(section: Any, max_body_bytes: int, log_level: str = "info") -> dict[str, Any]:
+def section_settings(section: ExporterConfig | WebhookConfig, max_body_bytes: int,
+                     log_level: str = "info") -> dict[str, Any]:
     """gunicorn's settings for one server's configuration section (`exporter` or `webhook`)."""
     return gunicorn_settings(section.listen, section.threads, log_level, section.max_connections_per_address,
                              max_body_bytes, server_files(section))
 
 
-def serve(component: str, section: Any, factory: Callable[[], Any], stop: Callable[[Any], None],
-          max_body_bytes: int) -> int:
-    """Serve `factory()`'s app on `section.listen` with `section.threads` threads until stopped."""
-    settings = section_settings(section, max_body_bytes, logging.getLevelName(logging.getLogger().level).lower())
-    log.info("%s listening on %s%s", component, "https://" if section.tls_cert_file else "http://", section.listen)
-    warning = plain_http_warning(component, section)
-    if warning:
-        log.warning(warning)
-    return run_gunicorn(factory, settings, stop)
+@dataclass(frozen=True)
+class Served:
+    """A server under gunicorn, started by `vmhealth <component>` or by its gunicorn.conf.py: what
+    differs between the exporter and the webhook."""
+
+    component: str  # the program, and the name of its configuration section
+    build: Callable[[Config], Any]  # the WSGI app for a configuration
+    stop: Callable[[Any], None]  # the app's shutdown on worker exit: pending state written, threads ended
+    max_body_bytes: Callable[[Any], int]  # the largest request body, from the section
+
+    def serve(self, config: Config) -> int:
+        """Serve the app on the section's listen address until SIGINT/SIGTERM; returns the exit status."""
+        section = getattr(config, self.component)
+        level = logging.getLevelName(logging.getLogger().level).lower()
+        settings = section_settings(section, self.max_body_bytes(section), level)
+        log.info("%s listening on %s%s", self.component, "https://" if section.tls_cert_file else "http://",
+                 section.listen)
+        warning = plain_http_warning(self.component, section)
+        if warning:
+            log.warning(warning)
+        return run_gunicorn(lambda: self.build(config), settings, self.stop)
+
+    def gunicorn_conf(self) -> dict[str, Any]:
+        """The settings of `<component>/gunicorn.conf.py`: the configuration that `load_from_environment`
+        finds, used as `vmhealth <component>` uses it."""
+        section = getattr(load_from_environment(self.component), self.component)
+
+        def worker_exit(_server: Any, worker: Any) -> None:
+            app = getattr(worker, "wsgi", None)
+            if app is not None:
+                self.stop(app)
+
+        return section_settings(section, self.max_body_bytes(section)) | {"worker_exit": worker_exit}

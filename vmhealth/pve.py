@@ -8,9 +8,11 @@ there is one, so callers can tell "Proxmox said no" from "Proxmox did not answer
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from vmhealth.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class PveError(Exception):
 class PveClient:
     """Calls to one cluster's API by path, e.g. `get("cluster/resources", type="vm")`."""
 
-    def __init__(self, cluster: SimpleNamespace):
+    def __init__(self, cluster: ClusterConfig):
         self.cluster = cluster
         self.name: str = cluster.name
         self._api: Any = None

@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from types import SimpleNamespace
+from dataclasses import replace
 
-from vmhealth.config import ConfigError, load, secrets_of
+from vmhealth.config import Config, ConfigError, load, secrets_of
 from vmhealth.logsetup import add_secrets, setup_logging
 
 
@@ -33,7 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> SimpleNamespace:
+def load_config_or_exit(args: argparse.Namespace, components: tuple[str, ...]) -> Config:
     """The configuration for `components`; on problems, print each on stderr and exit 2."""
     try:
         config = load(args.config, components=components)
@@ -61,9 +61,9 @@ def add_listen_argument(parser: argparse.ArgumentParser, section: str, default: 
     parser.add_argument("--listen", metavar="HOST:PORT", help=f"override {section}.listen (default {default})")
 
 
-def serve_section(args: argparse.Namespace, section: str, serve: Callable[[SimpleNamespace], int]) -> int:
+def serve_section(args: argparse.Namespace, section: str, serve: Callable[[Config], int]) -> int:
     """`serve(config)` with the configuration of `section`, its listen address taken from --listen if given."""
     config = load_config_or_exit(args, (section,))
     if args.listen:
-        getattr(config, section).listen = args.listen
+        config = replace(config, **{section: replace(getattr(config, section), listen=args.listen)})
     return serve(config)

@@ -15,7 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmhealth.config import AgentConfig, ExporterConfig, WebhookConfig
+
+    ServingSection = ExporterConfig | WebhookConfig | AgentConfig
 
 log = logging.getLogger(__name__)
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -35,7 +40,7 @@ class ServerFiles:
         return tuple(p for p in (self.cert_file, self.key_file, self.client_ca_file) if p)
 
 
-def server_files(section: Any) -> ServerFiles | None:
+def server_files(section: ServingSection) -> ServerFiles | None:
     """The section's TLS settings, or None when it serves plain HTTP."""
     if not getattr(section, "tls_cert_file", None):
         return None
@@ -43,7 +48,7 @@ def server_files(section: Any) -> ServerFiles | None:
                        section.tls_min_version or "1.2")
 
 
-def plain_http_warning(component: str, section: Any) -> str | None:
+def plain_http_warning(component: str, section: ServingSection) -> str | None:
     """What to warn about when a server listens beyond loopback without TLS: the credentials sent to
     it cross the network in the clear."""
     host = str(section.listen).rpartition(":")[0].strip("[]")

@@ -219,12 +219,12 @@ def _pause_request(paused: bool) -> tuple[Any, int]:
 def remediation_state() -> tuple[Any, int]:
     """The brakes in force: kill switch, dry-run and the runtime pauses."""
     ctx = appcontext.get(WebhookContext)
-    policy = ctx.config.webhook.policy
+    limits = ctx.config.webhook.policy
     try:
         active = pauses.active(ctx.store)
     except SQLAlchemyError:
         return jsonify({"error": "the database is unavailable"}), 503
-    return jsonify({"enabled": bool(policy.enabled), "dryRun": bool(policy.dry_run), "paused": [
+    return jsonify({"enabled": bool(limits.enabled), "dryRun": bool(limits.dry_run), "paused": [
         {"scope": p.scope, "since": _iso(p.since), "actor": p.actor, "reason": p.reason} for p in active]}), 200
 
 

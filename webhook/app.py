@@ -5,14 +5,13 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from vmhealth import appcontext, openapi
-from vmhealth.config import is_loopback
+from vmhealth.config import Config, WebhookConfig, is_loopback
 from vmhealth.httpauth import install_throttle
 from vmhealth.webhook.context import WebhookContext
 from vmhealth.webhook.database import WebhookDatabase
@@ -25,17 +24,17 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # Alertmanager groups thousands of alerts in o
 log = logging.getLogger(__name__)
 
 
-def _warn_open_reads(config: SimpleNamespace) -> None:
+def _warn_open_reads(webhook: WebhookConfig) -> None:
     """One line each for what anyone who can reach the webhook may read without a token."""
-    if config.webhook.public_history:
+    if webhook.public_history:
         log.warning("webhook.public_history is true: anyone who can reach %s reads the whole remediation history "
-                    "(guest names, nodes, every refusal's detail) without a token", config.webhook.listen)
-    if not config.webhook.metrics_token and not is_loopback(config.webhook.listen):
+                    "(guest names, nodes, every refusal's detail) without a token", webhook.listen)
+    if not webhook.metrics_token and not is_loopback(webhook.listen):
         log.warning("the webhook listens on %s beyond loopback and /metrics needs no token: set "
-                    "webhook.metrics_token and give it to Prometheus", config.webhook.listen)
+                    "webhook.metrics_token and give it to Prometheus", webhook.listen)
 
 
-def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = True, task_poll_interval: float = 1.0,
+def create_app(config: Config | None = None, *, start_worker: bool = True, task_poll_interval: float = 1.0,
                settle: float = 5.0, worker_poll: float = 2.0) -> Flask:
     """The WSGI app. `config` None loads --config/$VMHEALTH_CONFIG and the environment (for gunicorn).
 
@@ -45,21 +44,23 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     from vmhealth.db import make_engine, upgrade
 
     if config is None:
-        from vmhealth.gunicorn_runner import load_from_environment
+        from vmhealth.config import load_from_environment
 
         config = load_from_environment("webhook")
     engine = make_engine(config.webhook.database_url)
     upgrade(engine, "webhook")
     store = WebhookDatabase(engine)
     metrics = WebhookMetrics(cluster.name for cluster in config.clusters)
-    remediator = Remediator(config, store, metrics, task_poll_interval=task_poll_interval, settle=settle)
+    remediator = Remediator(config.webhook, config.clusters, config.thresholds, store, metrics,
+                            exporter_token=config.exporter.read_token, task_poll_interval=task_poll_interval,
+                            settle=settle)
     if remediator.heartbeats.configured:
         log.info("before a reset, the guest's heartbeat age is read from %s: one within the stale timeout (%gs) "
                  "vetoes it", remediator.heartbeats.describe(), remediator.stale_timeout)
     else:
         log.warning("neither webhook.prometheus_url nor webhook.exporter_urls is set: an alert is trusted alone, "
                     "without checking the guest's heartbeat before a reset")
-    _warn_open_reads(config)
+    _warn_open_reads(config.webhook)
     lease = float(config.webhook.claim_lease)
     size = int(config.webhook.policy.max_concurrent_actions)
     worker = Worker(store, remediator, size, lease, poll=worker_poll) if start_worker else None
@@ -79,7 +80,7 @@ def create_app(config: SimpleNamespace | None = None, *, start_worker: bool = Tr
     app.register_blueprint(metrics_view.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(guest_metrics.bp)
-    console_session.install(app, config)
+    console_session.install(app, config.webhook)
     hops = int(config.webhook.proxy_hops)
     if hops:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -7,10 +7,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
-from vmhealth.config import split_listen
+from vmhealth.config import Config, split_listen
 
 
 def add_url_argument(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +22,7 @@ def add_url_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the answer (default 180)")
 
 
-def base_url(config: SimpleNamespace, url: str | None) -> str:
+def base_url(config: Config, url: str | None) -> str:
     if url:
         return url.rstrip("/")
     host, port = split_listen(config.webhook.listen)
@@ -43,7 +42,7 @@ def tls_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def reader_token(config: SimpleNamespace) -> str | None:
+def reader_token(config: Config) -> str | None:
     """The token to read with: the viewer's where there is one (reading needs no power to act), else the admin's."""
     return config.webhook.viewer_token or config.webhook.admin_token
 

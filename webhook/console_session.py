@@ -23,6 +23,7 @@ from flask import Flask, Request, current_app, redirect, render_template, reques
 from flask.sessions import SecureCookieSessionInterface
 
 from vmhealth import appcontext
+from vmhealth.config import WebhookConfig
 from vmhealth.webhook.context import WebhookContext
 
 COOKIE = "vmhealth_console"
@@ -38,8 +39,7 @@ class _SessionInterface(SecureCookieSessionInterface):
         return bool(request and request.is_secure)
 
 
-def install(app: Flask, config: SimpleNamespace) -> None:
-    webhook = config.webhook
+def install(app: Flask, webhook: WebhookConfig) -> None:
     lifetime = float(webhook.console_session)
     # no admin token, no admin login: a random key still signs the login form's CSRF token
     app.secret_key = signing_key(webhook.admin_token) if webhook.admin_token else secrets.token_hex(32)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from vmhealth.config import Config
 from vmhealth.webhook import pauses
 from vmhealth.webhook.database import WebhookDatabase
 from vmhealth.webhook.metrics import WebhookMetrics
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class WebhookContext:
     """What the blueprints share: the store, the policy, the worker and the metrics."""
 
-    config: SimpleNamespace
+    config: Config
     store: WebhookDatabase
     remediator: Remediator
     metrics: WebhookMetrics

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
+from vmhealth.config import PolicyConfig
 from vmhealth.pve import PveError, is_timeout, parse_tags
 
 # Final refusals about a guest no configured Proxmox lists: its incident closes with them (`closed:<reason>`).
@@ -38,16 +38,16 @@ class Skip:
         return f"skipped:{self.reason}"
 
 
-def check_allowed(policy: SimpleNamespace, vmid: int, tags: list[str]) -> Skip | None:
+def check_allowed(limits: PolicyConfig, vmid: int, tags: list[str]) -> Skip | None:
     """The allow/deny lists: deny by vmid or tag always wins; with opt_in, only allowed guests pass."""
-    if vmid in policy.deny_vmids:
+    if vmid in limits.deny_vmids:
         return Skip("denied-vmid", f"{vmid} is in webhook.policy.deny_vmids")
-    denied = sorted(set(tags) & set(policy.deny_tags))
+    denied = sorted(set(tags) & set(limits.deny_tags))
     if denied:
         return Skip("denied-tag", f"tagged {', '.join(denied)}")
-    if policy.opt_in and vmid not in policy.allow_vmids and not set(tags) & set(policy.allow_tags):
+    if limits.opt_in and vmid not in limits.allow_vmids and not set(tags) & set(limits.allow_tags):
         return Skip("not-opted-in", "opt_in is on and the guest is neither in allow_vmids nor tagged "
-                    + (", ".join(policy.allow_tags) or "(no allow_tags)"))
+                    + (", ".join(limits.allow_tags) or "(no allow_tags)"))
     return None
 
 

@@ -19,11 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from vmhealth.config import ClusterConfig, ThresholdsConfig, WebhookConfig
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Pause, Quarantine
 from vmhealth.pve import PveClient, PveError
 from vmhealth.webhook import actions, pauses, policy
@@ -55,29 +55,32 @@ class Decision:
 
 
 class Remediator:
-    """Applies the policy of `config.webhook.policy` to events, with one PveClient per cluster."""
+    """Applies `webhook.policy` (held as `limits`) to events, with one PveClient per cluster.
 
-    def __init__(self, config: SimpleNamespace, store: WebhookDatabase, metrics: WebhookMetrics,
+    `exporter_token` is the exporter's read token, for reading heartbeat ages from `webhook.exporter_urls`.
+    """
+
+    def __init__(self, webhook: WebhookConfig, clusters: list[ClusterConfig], thresholds: ThresholdsConfig,
+                 store: WebhookDatabase, metrics: WebhookMetrics, exporter_token: str | None = None,
                  task_poll_interval: float = 1.0, settle: float = 5.0):
-        self.config = config
-        self.policy = config.webhook.policy
+        self.webhook = webhook
+        self.limits = webhook.policy
         self.store = store
         self.metrics = metrics
-        self.clients = {cluster.name: PveClient(cluster) for cluster in config.clusters}
+        self.clients = {cluster.name: PveClient(cluster) for cluster in clusters}
         self.task_poll_interval = task_poll_interval
         self.settle = settle
-        self.lease = float(config.webhook.claim_lease)
+        self.lease = float(webhook.claim_lease)
         self.circuit: dict[str, int] = {name: 0 for name in self.clients}
-        self.io_idle_rate = float(config.thresholds.io_idle_bytes_per_second)
-        self.stale_timeout = float(config.thresholds.stale_timeout)
-        hook = config.webhook
-        client_cert = (hook.client_cert_file, hook.client_key_file) if hook.client_cert_file else None
-        self.heartbeats = HeartbeatReader(hook.prometheus_url, hook.exporter_urls, ca_bundle=hook.ca_bundle,
-                                          client_cert=client_cert, exporter_token=config.exporter.read_token)
+        self.io_idle_rate = float(thresholds.io_idle_bytes_per_second)
+        self.stale_timeout = float(thresholds.stale_timeout)
+        client_cert = (webhook.client_cert_file, webhook.client_key_file) if webhook.client_cert_file else None
+        self.heartbeats = HeartbeatReader(webhook.prometheus_url, webhook.exporter_urls, ca_bundle=webhook.ca_bundle,
+                                          client_cert=client_cert, exporter_token=exporter_token)
         self._lock = threading.Lock()
         self._agent_forbidden_logged: set[str] = set()  # clusters whose 403 on agent/ping was logged
         self.resources = NotificationReads()
-        self.incident_expiry = float(self.policy.incident_expiry)
+        self.incident_expiry = float(self.limits.incident_expiry)
 
     # --- entry point -----------------------------------------------------------------------------
     def process(self, event: AlertEvent) -> Decision:
@@ -159,7 +162,7 @@ class Remediator:
         skip, retry_after = refusal
         row = self._base(event, now)
         row.incident_id, row.outcome, row.error = incident.id, skip.outcome, skip.detail
-        return row, retry_after if retry_after is not None else now + float(self.policy.retry_interval)
+        return row, retry_after if retry_after is not None else now + float(self.limits.retry_interval)
 
     # --- the policy, in order --------------------------------------------------------------------
     def _refusal(self, event: AlertEvent, incident: Incident, now: float,
@@ -168,8 +171,8 @@ class Remediator:
                  paused: Callable[[], Pause | None]) -> tuple[Skip, float | None] | None:
         """The refusals that need no Proxmox call and no count: kill switch, pause, quarantine, attempts,
         cooldowns. A person's own reset is not paused."""
-        p = self.policy
-        if not p.enabled:
+        limits = self.limits
+        if not limits.enabled:
             return Skip("disabled", "webhook.policy.enabled is false (kill switch)"), None
         pause = paused() if event.alertname != "manual" else None
         if pause is not None:
@@ -179,26 +182,27 @@ class Remediator:
         if quarantine is not None and not event.force:
             return Skip("quarantined", f"since {time.ctime(quarantine.since)}: {quarantine.reason}"
                         " - release it with `vmhealth release`"), None
-        if incident.attempts >= p.max_attempts and not event.force:
+        if incident.attempts >= limits.max_attempts and not event.force:
             return Skip("max-attempts", f"{incident.attempts} attempts made"), None
         if incident.next_attempt_at is not None and incident.next_attempt_at > now:
             return Skip("cooldown", f"next attempt no sooner than {incident.next_attempt_at - now:.0f}s from now"), \
                 incident.next_attempt_at
         last = last_touch()
-        if last is not None and last.incident_id != incident.id and last.at + p.cooldown > now:
-            return Skip("cooldown", f"touched {now - last.at:.0f}s ago by an earlier incident"), last.at + p.cooldown
+        if last is not None and last.incident_id != incident.id and last.at + limits.cooldown > now:
+            return (Skip("cooldown", f"touched {now - last.at:.0f}s ago by an earlier incident"),
+                    last.at + limits.cooldown)
         return None
 
     def _limits(self, in_flight: int, last_hour: int) -> Skip | None:
         """The fleet-wide limits: judged first from a plain read, and again inside the claim (atomically)."""
-        p = self.policy
-        skip = policy.check_rate(last_hour, p.max_actions_per_hour)
-        if skip is None and in_flight >= p.max_concurrent_actions:
-            skip = Skip("busy", f"{p.max_concurrent_actions} actions already in flight")
+        limits = self.limits
+        skip = policy.check_rate(last_hour, limits.max_actions_per_hour)
+        if skip is None and in_flight >= limits.max_concurrent_actions:
+            skip = Skip("busy", f"{limits.max_concurrent_actions} actions already in flight")
         return skip
 
     def _decide(self, event: AlertEvent, incident: Incident, base: Action, now: float) -> Decision:
-        p = self.policy
+        limits = self.limits
         cluster, vmid = incident.cluster, incident.vmid
         refusal = self._refusal(event, incident, now, lambda: self.store.incidents.quarantined(cluster, vmid),
                                 lambda: self.store.history.last_touch(cluster, vmid),
@@ -223,14 +227,14 @@ class Remediator:
         live = policy.io_bytes_live(resource) if live is None else live
         _note(base, io_bytes_total_live=live, status=status.get("status"), qmpstatus=status.get("qmpstatus"),
               uptime=status.get("uptime"))
-        skip = policy.check_allowed(p, vmid, policy.guest_tags(resource, status))
+        skip = policy.check_allowed(limits, vmid, policy.guest_tags(resource, status))
         if skip is None:
             hung = len(self.store.incidents.open_incident_vmids(cluster) & policy.listed_running(resources))
-            skip = policy.check_circuit(hung, policy.count_guests(resources), p.max_hung_fraction,
-                                        p.circuit_min_hung)
+            skip = policy.check_circuit(hung, policy.count_guests(resources), limits.max_hung_fraction,
+                                        limits.circuit_min_hung)
             self.circuit[cluster] = 1 if skip is not None else 0
         if skip is None:
-            skip = policy.check_guest(kind, status, p.boot_grace)
+            skip = policy.check_guest(kind, status, limits.boot_grace)
         if skip is None:
             given = given_evidence(event)
             skip = policy.check_active(given.get("io_bytes_total"), given.get("io_judged_at", event.received_at),
@@ -243,12 +247,12 @@ class Remediator:
             return self._skip(base, skip, incident)
         action = policy.action_for(kind)
         base.action = action
-        if p.dry_run:
+        if limits.dry_run:
             base.outcome = "dry-run"
             base.reason = f"would {action} {kind}/{vmid} on {node}"
             self.store.history.add(base)
             self.metrics.action(cluster, action, "dry-run")
-            return Decision("dry-run", base.reason, base.name, incident.attempts, now + p.cooldown, base.id)
+            return Decision("dry-run", base.reason, base.name, incident.attempts, now + limits.cooldown, base.id)
         return self._act(event, incident, base, client, kind, node, status, now)
 
     def _check_heartbeat(self, base: Action, cluster: str, vmid: int) -> Skip | None:
@@ -272,7 +276,7 @@ class Remediator:
         error: PveError | None = None
         if kind != "qemu":
             answer = "not-qemu"
-        elif self.policy.guest_agent_check == "off":
+        elif self.limits.guest_agent_check == "off":
             answer = "off"
         elif not policy.agent_configured(status, resource):
             answer = "not-configured"
@@ -318,9 +322,9 @@ class Remediator:
 
     def _act(self, event: AlertEvent, incident: Incident, base: Action, client: PveClient, kind: str, node: str,
              status: dict, now: float) -> Decision:
-        p = self.policy
+        limits = self.limits
         attempt = incident.attempts + 1
-        next_at = now + policy.cooldown_after(attempt, p.cooldown, p.max_cooldown)
+        next_at = now + policy.cooldown_after(attempt, limits.cooldown, limits.max_cooldown)
         row = self.store.incidents.claim_attempt(incident, now, next_at, base, self._limits)
         if row is None:
             return Decision("claimed-elsewhere", "another worker took this attempt", base.name, incident.attempts,
@@ -332,9 +336,9 @@ class Remediator:
         acted_at = time.time()
         self.metrics.latency.observe(max(acted_at - (event.received_at or acted_at), 0.0))
         self.store.history.update_action(row.id, acted_at=acted_at)
-        result = actions.act(client, node, kind, incident.vmid, action, p.task_timeout, self.task_poll_interval,
+        result = actions.act(client, node, kind, incident.vmid, action, limits.task_timeout, self.task_poll_interval,
                              self.settle)
-        if result.outcome == "failed" and p.escalate and result.upid and not policy.ha_managed(status):
+        if result.outcome == "failed" and limits.escalate and result.upid and not policy.ha_managed(status):
             self._finish(row, result)
             self.metrics.action(incident.cluster, action, result.outcome)
             action = "stop+start"
@@ -343,10 +347,10 @@ class Remediator:
                 fingerprint=base.fingerprint, event_id=base.event_id, incident_id=incident.id, action=action,
                 outcome="pending", actor=base.actor, reason=f"escalation after: {result.error}", forced=base.forced,
                 received_at=base.received_at, acted_at=time.time(), evidence=base.evidence))
-            result = actions.escalate(client, node, kind, incident.vmid, p.task_timeout, self.task_poll_interval)
+            result = actions.escalate(client, node, kind, incident.vmid, limits.task_timeout, self.task_poll_interval)
         self._finish(row, result)
         self.metrics.action(incident.cluster, action, result.outcome)
-        if result.outcome != "success" and attempt >= p.max_attempts and not event.force:
+        if result.outcome != "success" and attempt >= limits.max_attempts and not event.force:
             self.store.incidents.quarantine(incident.cluster, incident.vmid, incident.id, attempt,
                                   f"{attempt} attempt(s), last: {actions.describe(result)}", time.time())
         log.info("%s %s/%s on %s: %s %s", action, incident.cluster, incident.vmid, node, result.outcome,
@@ -371,7 +375,7 @@ class Remediator:
             since = (row.acted_at or row.at) - 5
             later = [a.acted_at or a.at for a in attempts if (a.attempt or 0) > (row.attempt or 0)]
             taken = frozenset(a.upid for a in attempts if a.id != row.id and a.upid)
-            result = actions.recover(client, row.node, kind, incident.vmid, action, since, self.policy.task_timeout,
+            result = actions.recover(client, row.node, kind, incident.vmid, action, since, self.limits.task_timeout,
                                      self.task_poll_interval, f"attempt {row.attempt} was {row.outcome}",
                                      until=min(later) - 5 if later else None, taken=taken)
             if result.outcome == "unknown" and row.outcome == "unknown":
@@ -406,7 +410,7 @@ class Remediator:
         self.store.history.add(base)
         self.metrics.action(base.cluster, base.action or "none", skip.outcome)
         attempts = incident.attempts if isinstance(incident, Incident) else 0
-        retry = retry_after if retry_after is not None else now + float(self.policy.retry_interval)
+        retry = retry_after if retry_after is not None else now + float(self.limits.retry_interval)
         log.info("%s/%s: %s (%s)", base.cluster, base.vmid, skip.outcome, skip.detail)
         return Decision(skip.outcome, skip.detail, base.name, attempts, retry, base.id)
 

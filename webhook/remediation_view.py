@@ -80,9 +80,9 @@ def quarantines(store: Any) -> list[Quarantine]:
 
 
 def brakes(ctx: Any) -> Brakes:
-    policy = ctx.config.webhook.policy
-    return Brakes(enabled=bool(policy.enabled), dry_run=bool(policy.dry_run),
+    limits = ctx.config.webhook.policy
+    return Brakes(enabled=bool(limits.enabled), dry_run=bool(limits.dry_run),
                   actions_last_hour=ctx.store.history.actions_since(time.time() - 3600),
-                  max_actions_per_hour=int(policy.max_actions_per_hour),
+                  max_actions_per_hour=int(limits.max_actions_per_hour),
                   circuit_open=sorted(c for c, v in ctx.remediator.circuit.items() if v),
-                  pauses=pauses.active(ctx.store), max_attempts=int(policy.max_attempts))
+                  pauses=pauses.active(ctx.store), max_attempts=int(limits.max_attempts))

@@ -1,22 +1,27 @@
-"""`vmhealth webhook`: the webhook app under gunicorn with the configured address."""
+"""The webhook under gunicorn: `vmhealth webhook`, and webhook/gunicorn.conf.py for those who run
+gunicorn themselves."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from vmhealth import appcontext
-from vmhealth.gunicorn_runner import serve as serve_app
+from vmhealth.config import WebhookConfig
+from vmhealth.gunicorn_runner import Served
+
+from .app import MAX_BODY_BYTES, create_app
 
 
 def stop_app(app: Any) -> None:
-    """Let running decisions finish and close the database (gunicorn's worker_exit hook)."""
+    """Let running decisions finish and close the database."""
     ctx = appcontext.of(app)
     if ctx is not None:
         ctx.close()
 
 
-def serve(config: SimpleNamespace) -> int:
-    from vmhealth.webhook.app import MAX_BODY_BYTES, create_app
+def _max_body_bytes(_section: WebhookConfig) -> int:
+    return MAX_BODY_BYTES  # Alertmanager's notifications, whatever the configuration
 
-    return serve_app("webhook", config.webhook, lambda: create_app(config), stop_app, MAX_BODY_BYTES)
+
+WEBHOOK = Served("webhook", create_app, stop_app, _max_body_bytes)
+serve = WEBHOOK.serve

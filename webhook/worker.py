@@ -120,7 +120,7 @@ class Worker:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_INTERVAL
                 try:
-                    retention.prune(self.store, float(self.remediator.config.webhook.history_retention), time.time())
+                    retention.prune(self.store, float(self.remediator.webhook.history_retention), time.time())
                 except Exception as exc:
                     _retry_later("deleting history older than webhook.history_retention", exc, PRUNE_INTERVAL)
 

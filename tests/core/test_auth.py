@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,7 +109,7 @@ def test_an_unset_token_refuses_everyone(tmp_path: Path) -> None:
     from vmhealth.webhook.app import create_app
 
     config = make_config(f"sqlite:///{tmp_path}/webhook.db")
-    config.webhook.admin_token = None
+    config = replace(config, webhook=replace(config.webhook, admin_token=None))
     app = create_app(config, start_worker=False)
     try:
         for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):

@@ -4,6 +4,7 @@ over time; many addresses cannot grow its memory; a server with it on never dela
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def test_the_exporter_read_api_is_throttled_and_the_read_token_passes(tmp_path: 
     from vmhealth.exporter.app import create_app
 
     config = exporter_config(tmp_path)
-    config.exporter.read_token = "exporter-read-token-0123"
+    config = replace(config, exporter=replace(config.exporter, read_token="exporter-read-token-0123"))
     app = create_app(config, start=False)
     fast(app)
     try:

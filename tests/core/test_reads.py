@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,7 @@ def exporter_app(tmp_path: Path, **keys: Any) -> Any:
     from vmhealth.exporter.app import create_app
 
     config = exporter_config(tmp_path)
-    config.exporter.auth_failures_per_minute = 0
-    for name, value in keys.items():
-        setattr(config.exporter, name, value)
+    config = replace(config, exporter=replace(config.exporter, auth_failures_per_minute=0, **keys))
     return create_app(config, start=False)
 
 

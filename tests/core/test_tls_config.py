@@ -188,11 +188,11 @@ def test_the_windows_install_writes_only_agent_keys() -> None:
     ("0.0.0.0:9747", True, False), ("127.0.0.1:9747", False, False), ("[::1]:9747", False, False),
 ])
 def test_plain_http_beyond_loopback_is_warned_about(listen: str, tls: bool, warned: bool) -> None:
-    from types import SimpleNamespace
+    from dataclasses import replace
 
     from vmhealth.tls import plain_http_warning
 
-    section = SimpleNamespace(listen=listen, tls_cert_file="x.crt" if tls else None)
+    section = replace(load(raw={}, environ={}).exporter, listen=listen, tls_cert_file="x.crt" if tls else None)
     warning = plain_http_warning("exporter", section)
     assert (warning is not None) == warned
     if warned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 import responses
@@ -162,7 +163,7 @@ def test_by_default_only_per_vm_keys_are_accepted_and_the_refusal_says_how(tmp_p
     defaults = load(raw={"clusters": [{"name": "lab", "host": "pve1.example.org:8006", "token_id": "a@pve!b",
                                        "token_secret": "s"}], "exporter": {"api_key": API_KEY}}, environ={})
     assert defaults.exporter.per_vm_keys is True  # a configuration that does not set it
-    config.exporter.per_vm_keys = defaults.exporter.per_vm_keys
+    config = replace(config, exporter=replace(config.exporter, per_vm_keys=defaults.exporter.per_vm_keys))
     with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.service"):
         app = create_app(config, start=False)
     assert "per_vm_keys is false" not in caplog.text

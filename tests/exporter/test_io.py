@@ -150,7 +150,7 @@ def test_a_guest_not_running_has_no_last_active(app):
 
 def test_the_kept_page_follows_counters_that_change_alone(tmp_path):
     config = exporter_config(tmp_path)
-    store, page, io = GuestState(config.clusters, None, 100), Page(config), IoActivity(1024)
+    store, page, io = GuestState(config.clusters, None, 100), Page(config.exporter, config.thresholds), IoActivity(1024)
     for i, written in enumerate((1000, 1000, 9_000_000, 9_000_000)):
         store.apply_snapshot("lab", snapshot_from([guest(diskwrite=written, netout=0)], NODES, 1000.0 + 15 * i, io),
                              0.1)

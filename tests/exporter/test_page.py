@@ -33,7 +33,7 @@ def lines(page: bytes | str) -> list[str]:
 def setup(tmp_path):
     config = exporter_config(tmp_path)
     store = GuestState(config.clusters, None, 100)
-    return config, store, Page(config)
+    return config, store, Page(config.exporter, config.thresholds)
 
 
 def scrape(store: GuestState, page: Page, reports: dict[str, int]) -> bytes:
@@ -44,7 +44,7 @@ def scrape(store: GuestState, page: Page, reports: dict[str, int]) -> bytes:
 
 def fresh(store: GuestState, config, reports: dict[str, int]) -> str:
     clusters, heartbeats = store.view()
-    return render(clusters, heartbeats, config, reports)
+    return render(clusters, heartbeats, config.exporter, config.thresholds, reports)
 
 
 def test_kept_page_follows_every_kind_of_change(setup):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from vmhealth.config import load
+from vmhealth.config import Config, load
 
 API_KEY = "test-shared-agent-key"
 PVE = "https://pve1.example.org:8006/api2/json"
 
 
 def exporter_config(tmp_path: Path, clusters: tuple[str, ...] = ("lab",), thresholds: dict | None = None,
-                    **exporter: Any) -> SimpleNamespace:
+                    **exporter: Any) -> Config:
     raw: dict[str, Any] = {
         "clusters": [
             {"name": name, "host": f"pve-{name}.example.org:8006" if i else "pve1.example.org:8006",

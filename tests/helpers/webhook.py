@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 import responses
 
-from vmhealth.config import load
+from vmhealth.config import Config, load
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "alertmanager-webhook"
 HOST = "pve.test:8006"
@@ -27,7 +27,7 @@ TOKEN = "alertmanager-secret-token"
 ADMIN = "admin-secret-token"
 
 
-def make_config(database_url: str, webhook: dict[str, Any] | None = None, **policy: Any) -> Any:
+def make_config(database_url: str, webhook: dict[str, Any] | None = None, **policy: Any) -> Config:
     raw = {
         "clusters": [{"name": "lab", "host": HOST, "token_id": "monitor@pve!vmhealth",
                       "token_secret": "00000000-0000-0000-0000-000000000000", "verify_ssl": False}],

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,7 +72,7 @@ def make(tmp_path: Any) -> Iterator[Any]:
               **policy_keys: Any) -> SimpleNamespace:
         config = make_config(f"sqlite:///{tmp_path}/webhook.db", webhook, **policy_keys)
         if timeout is not None:
-            config.clusters[0].timeout = timeout
+            config = replace(config, clusters=[replace(config.clusters[0], timeout=timeout)])
         app = create_app(config, start_worker=start_worker, task_poll_interval=0.01, settle=0.05, worker_poll=0.05)
         apps.append(app)
         ctx = app.extensions["vmhealth"]
@@ -192,8 +193,8 @@ def test_the_client_ping_is_bounded_by_the_cluster_timeout_on_a_real_socket() ->
     server.listen(4)
     held: list[Any] = []
     threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
-    cluster = SimpleNamespace(name="lab", host=f"127.0.0.1:{server.getsockname()[1]}", verify_ssl=False,
-                              ca_bundle=None, timeout=0.5, token_id="monitor@pve!vmhealth", token_secret="x")
+    cluster = replace(make_config("sqlite:///unused.db").clusters[0], host=f"127.0.0.1:{server.getsockname()[1]}",
+                      timeout=0.5)
     started = time.monotonic()
     try:
         with pytest.raises(PveError) as raised:

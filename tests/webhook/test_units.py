@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import responses
 
 from tests.helpers.webhook import BASE, firing, make_config, payload
+from vmhealth.config import PolicyConfig
 from vmhealth.pve import PveClient
 from vmhealth.webhook import actions, policy
 from vmhealth.webhook.api import parse_since
@@ -59,7 +59,7 @@ def test_malformed_payloads_name_the_field(change: Any, message: str) -> None:
         parse_notification(body)
 
 
-def _policy(**values: Any) -> SimpleNamespace:
+def _policy(**values: Any) -> PolicyConfig:
     return make_config("sqlite:///unused.db", **values).webhook.policy
 
 
