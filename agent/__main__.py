@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from vmhealth import __version__
-from vmhealth.agent import cli
 from vmhealth.subcommand import add_common_arguments, run_logged
+
+from . import cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,12 @@ import socket
 import time
 from typing import TextIO
 
-from vmhealth.agent.collect import Collector
-from vmhealth.agent.payload import build
-from vmhealth.agent.push import HINTS
-from vmhealth.agent.runner import effective_timeout, identity_from, pushers_from
 from vmhealth.config import AgentConfig, split_listen
+
+from .collect import Collector
+from .payload import build
+from .push import HINTS
+from .runner import effective_timeout, identity_from, pushers_from
 
 
 def check(agent_cfg: AgentConfig, out: TextIO) -> int:

@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         return _once(agent_cfg)
     if args.check:
-        from vmhealth.agent.check import check
+        from .check import check
 
         return check(agent_cfg, out=sys.stdout)
 
-    from vmhealth.agent.runner import Agent
+    from .runner import Agent
 
     stop = threading.Event()
 
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _once(agent_cfg: AgentConfig) -> int:
-    from vmhealth.agent.collect import Collector
-    from vmhealth.agent.payload import build
-    from vmhealth.agent.runner import identity_from
+    from .collect import Collector
+    from .payload import build
+    from .runner import identity_from
 
     collector = Collector(agent_cfg.mounts)
     time.sleep(0.5)  # so that CPU use covers a real span, not the instant since start

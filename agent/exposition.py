@@ -11,10 +11,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vmhealth import __version__
-from vmhealth.agent.collect import Sample
-from vmhealth.agent.payload import Identity
 from vmhealth.textformat import escape
 from vmhealth.textformat import format_value as _number
+
+from .collect import Sample
+from .payload import Identity
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COLLECTORS = ("cpu", "memory", "swap", "filesystem", "network", "load", "boot_time")

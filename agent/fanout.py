@@ -12,7 +12,7 @@ import random
 import threading
 from typing import Any
 
-from vmhealth.agent.push import Pusher, next_delay
+from .push import Pusher, next_delay
 
 
 class Sender:

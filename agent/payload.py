@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmhealth import __version__
-from vmhealth.agent.collect import Sample
+
+from .collect import Sample
 
 MB = 1024 * 1024
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmhealth import __version__
-from vmhealth.agent.wire import post
+
+from .wire import post
 
 log = logging.getLogger("vmhealth.agent.push")
 

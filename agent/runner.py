@@ -11,12 +11,12 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
-from vmhealth.agent.collect import Collector, Sample
-from vmhealth.agent.exposition import render
-from vmhealth.agent.fanout import Fanout
-from vmhealth.agent.identity import smbios_uuid
-from vmhealth.agent.payload import Identity, build
-from vmhealth.agent.push import Pusher
+from .collect import Collector, Sample
+from .exposition import render
+from .fanout import Fanout
+from .identity import smbios_uuid
+from .payload import Identity, build
+from .push import Pusher
 
 if TYPE_CHECKING:
     from vmhealth.config import AgentConfig
@@ -74,8 +74,9 @@ class Agent:
         return render(self.sample(), self.identity, self.pushers if self.mode == "both" else ())
 
     def start_server(self) -> None:
-        from vmhealth.agent.server import MetricsServer
         from vmhealth.config import split_listen
+
+        from .server import MetricsServer
 
         host, port = split_listen(self.cfg.listen)
         tls = None

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmhealth.agent.exposition import CONTENT_TYPE
-from vmhealth.agent.wire import PageServer
+from .exposition import CONTENT_TYPE
+from .wire import PageServer
 
 _LANDING = (b"<html><head><title>vmhealth agent</title></head><body><h1>vmhealth agent</h1>"
             b'<p><a href="/metrics">Metrics</a></p></body></html>\n')

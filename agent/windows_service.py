@@ -51,9 +51,10 @@ def setup_service_logging(path: str, level: str = "info") -> None:
 
 def run_agent(stop: threading.Event, path: str, environ: Mapping[str, str] = os.environ) -> int:
     """Load the configuration and run the agent until `stop`; 2 (logged) when the configuration is unusable."""
-    from vmhealth.agent.runner import Agent
     from vmhealth.config import ConfigError, load, secrets_of
     from vmhealth.logsetup import add_secrets
+
+    from .runner import Agent
 
     try:
         config = load(path if os.path.exists(path) else None, environ=environ)

@@ -10,6 +10,6 @@ if TYPE_CHECKING:
 
 def create_app(config: Config | None = None) -> Any:
     """WSGI factory for `gunicorn 'vmhealth.exporter:create_app()'` (None: `vmhealth.config.load_from_environment`)."""
-    from vmhealth.exporter.app import create_app as _create_app
+    from .app import create_app as _create_app
 
     return _create_app(config)

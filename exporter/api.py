@@ -10,12 +10,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from vmhealth import appcontext
-from vmhealth.exporter.auth import require_reader
-from vmhealth.exporter.exposition import is_monitored
-from vmhealth.exporter.health import classify
-from vmhealth.exporter.ingest import MB, vmid_text
-from vmhealth.exporter.service import Exporter
-from vmhealth.exporter.state import GuestKey
+
+from .auth import require_reader
+from .exposition import is_monitored
+from .health import classify
+from .ingest import MB, vmid_text
+from .service import Exporter
+from .state import GuestKey
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -7,10 +7,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from vmhealth import __version__, appcontext, openapi
 from vmhealth.config import Config
-from vmhealth.exporter import api, ingest_view, metrics_view, probes
-from vmhealth.exporter.ingest import REPORT_PATH, FastReports
-from vmhealth.exporter.service import Exporter
 from vmhealth.httpauth import install_throttle
+
+from . import api, ingest_view, metrics_view, probes
+from .ingest import REPORT_PATH, FastReports
+from .service import Exporter
 
 LANDING = """<!doctype html><html><head><title>vmhealth exporter</title></head><body>
 <h1>vmhealth exporter {version}</h1>

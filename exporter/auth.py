@@ -8,8 +8,9 @@ from functools import wraps
 from typing import Any
 
 from vmhealth import appcontext
-from vmhealth.exporter.service import Exporter
 from vmhealth.httpauth import token_ok, unauthorized
+
+from .service import Exporter
 
 REALM = "vmhealth-exporter"
 

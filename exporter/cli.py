@@ -18,6 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.exporter.server import serve
+    from .server import serve
 
     return serve_section(args, "exporter", serve)

@@ -16,10 +16,11 @@ import zlib
 from collections.abc import Iterable
 
 from vmhealth.config import ExporterConfig, ThresholdsConfig
-from vmhealth.exporter.state import ClusterState, GuestKey, GuestState, Heartbeat, PveGuest
 from vmhealth.process_counters import AUTH_FAILURES, AUTH_THROTTLED, CONNECTIONS_REFUSED, PROCESS_COUNTERS
 from vmhealth.textformat import escape
 from vmhealth.textformat import format_value as _num
+
+from .state import ClusterState, GuestKey, GuestState, Heartbeat, PveGuest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # zlib level 1: on this repetitive text it compresses almost as well as level 6, three times faster.

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmhealth.config import ThresholdsConfig
-from vmhealth.exporter.state import ClusterState, Heartbeat, PveGuest
+
+from .state import ClusterState, Heartbeat, PveGuest
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES
 
 from vmhealth import safejson
-from vmhealth.exporter.state import MAX_DISKS, Disk, Heartbeat
 from vmhealth.textformat import utf8_text
+
+from .state import MAX_DISKS, Disk, Heartbeat
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

@@ -14,11 +14,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from vmhealth import appcontext
-from vmhealth.exporter.ingest import REPORT_PATH, BadJson, Report, decode_json, parse_report, vmid_text
-from vmhealth.exporter.service import Exporter
-from vmhealth.exporter.state import GuestKey
 from vmhealth.keys import same_secret
 from vmhealth.process_counters import auth_failed
+
+from .ingest import REPORT_PATH, BadJson, Report, decode_json, parse_report, vmid_text
+from .service import Exporter
+from .state import GuestKey
 
 bp = Blueprint("ingest", __name__)
 SHARED_KEY_REFUSED = (

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from vmhealth import appcontext
-from vmhealth.exporter.auth import require_reader
-from vmhealth.exporter.exposition import CONTENT_TYPE
-from vmhealth.exporter.service import Exporter
+
+from .auth import require_reader
+from .exposition import CONTENT_TYPE
+from .service import Exporter
 
 bp = Blueprint("metrics", __name__)
 

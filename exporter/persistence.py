@@ -18,9 +18,10 @@ from sqlalchemy import Engine, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from vmhealth.db import make_engine, upgrade
-from vmhealth.exporter.poller import IdleRecord
-from vmhealth.exporter.state import Disk, GuestKey, GuestState, Heartbeat
 from vmhealth.models.exporter import GuestIdle, LastHeartbeat
+
+from .poller import IdleRecord
+from .state import Disk, GuestKey, GuestState, Heartbeat
 
 log = logging.getLogger(__name__)
 _REPORT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat) if f.name not in ("received", "hostname", "node")]

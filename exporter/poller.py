@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vmhealth.config import ClusterConfig, ExporterConfig, ThresholdsConfig
-from vmhealth.exporter.state import Amount, GuestState, PveGuest, Snapshot
 from vmhealth.pve import PveClient, PveError, parse_smbios_uuid, parse_tags
 
+from .state import Amount, GuestState, PveGuest, Snapshot
+
 if TYPE_CHECKING:
-    from vmhealth.exporter.persistence import GuestStateArchive
+    from .persistence import GuestStateArchive
 
 log = logging.getLogger(__name__)
 UNKNOWN_GUEST_TTL_FACTOR = 12  # forget unlisted guests silent for 12 stale timeouts (at least 1h)

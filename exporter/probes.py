@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from vmhealth import appcontext
-from vmhealth.exporter.service import Exporter
+
+from .service import Exporter
 
 bp = Blueprint("probes", __name__)
 

@@ -12,10 +12,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from vmhealth import __version__
 from vmhealth.config import Config, ExporterConfig, is_loopback
-from vmhealth.exporter.exposition import Page
-from vmhealth.exporter.persistence import GuestStateArchive, WriteBehind
-from vmhealth.exporter.poller import ClusterPoller
-from vmhealth.exporter.state import GuestState
+
+from .exposition import Page
+from .persistence import GuestStateArchive, WriteBehind
+from .poller import ClusterPoller
+from .state import GuestState
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vmhealth.keys import derive_vm_key
-from vmhealth.simulator.model import Cluster, Guest
+
+from .model import Cluster, Guest
 
 log = logging.getLogger(__name__)
 MB = 1024**2

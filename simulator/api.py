@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from vmhealth.simulator.auth import Auth, Caller, require
-from vmhealth.simulator.model import GIB, ApiError, Cluster, Guest
-from vmhealth.simulator.tasks import parse_upid
+from .auth import Auth, Caller, require
+from .model import GIB, ApiError, Cluster, Guest
+from .tasks import parse_upid
 
 PVE_VERSION = {"version": "9.0.10", "release": "9.0", "repoid": "deb1ca707ec72a89"}
 Handler = Callable[..., Any]

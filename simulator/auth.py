@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from vmhealth.simulator.model import ApiError
+from .model import ApiError
 
 ROLES: dict[str, frozenset[str]] = {
     # everything vmhealth or prometheus-pve-exporter could need

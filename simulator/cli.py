@@ -45,7 +45,7 @@ def _duration(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vmhealth.simulator import ctl
+    from . import ctl
 
     sub = parser.add_subparsers(dest="sim_command", metavar="{ctl}")
     ctl_parser = sub.add_parser("ctl", help="steer a running simulator (faults, request log, tasks)")
@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> object:
-    from vmhealth.simulator.launch import SimOptions
+    from .launch import SimOptions
 
     tokens = [(i, s, "full") for i, s in args.token] + [(i, s, "audit") for i, s in args.audit_token]
     tokens += [(i, s, "power") for i, s in args.power_token]
@@ -119,7 +119,8 @@ def options_from(args: argparse.Namespace) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from vmhealth.logsetup import add_secrets
-    from vmhealth.simulator.launch import build
+
+    from .launch import build
 
     add_secrets([s for s in (args.token_secret, args.agent_key) if s])
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vmhealth.simulator.model import ApiError, Guest
+from .model import ApiError, Guest
 
 if TYPE_CHECKING:
-    from vmhealth.simulator.server import Simulator
+    from .server import Simulator
 
 # agent-dead / agent-alive are silence / unsilence by another name: vmhealth's in-guest agent dies, the guest lives
 GUEST_VERBS = ("hang", "unhang", "recover", "stuck", "pause", "resume", "lock", "unlock", "stop", "start", "tags",

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from vmhealth.simulator.model import GUEST_AGENT_STATES
+from .model import GUEST_AGENT_STATES
 
 HELP_EPILOG = """\
 three faults that look alike from outside, and what each one does:

@@ -6,11 +6,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmhealth.simulator.agents import Agents
-from vmhealth.simulator.auth import Auth
-from vmhealth.simulator.model import Cluster
-from vmhealth.simulator.server import Simulator
-from vmhealth.simulator.tls import CertFiles, generate, server_context
+from .agents import Agents
+from .auth import Auth
+from .model import Cluster
+from .server import Simulator
+from .tls import CertFiles, generate, server_context
 
 
 @dataclass

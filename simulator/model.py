@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmhealth.simulator.tasks import Task, make_upid
+from .tasks import Task, make_upid
 
 GIB = 1024**3
 UUID_NAMESPACE = uuid.UUID("7f1d7f5e-2b0c-4a53-9d51-3c1f0a5e8b10")

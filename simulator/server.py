@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from vmhealth.simulator import control
-from vmhealth.simulator.agents import Agents
-from vmhealth.simulator.api import Api, RawJson
-from vmhealth.simulator.auth import Auth, Unauthorized
-from vmhealth.simulator.model import ApiError, Cluster
+from . import control
+from .agents import Agents
+from .api import Api, RawJson
+from .auth import Auth, Unauthorized
+from .model import ApiError, Cluster
 
 log = logging.getLogger(__name__)
 PREFIX = "/api2/json/"
@@ -30,7 +30,7 @@ class Simulator:
 
     def __init__(self, cluster: Cluster, auth: Auth, context: ssl.SSLContext, host: str = "127.0.0.1",
                  port: int = 8006, auth_fail_delay: float = 0.0):
-        from vmhealth.simulator.reqlog import RequestLog
+        from .reqlog import RequestLog
 
         self.cluster = cluster
         self.auth = auth

@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from vmhealth.simulator.ctl import SimControl
+from .ctl import SimControl
 
 
 class RunningSimulator(SimControl):
@@ -85,7 +85,7 @@ def running_simulator(
             with _subprocess(folder, locals()) as handle:
                 yield handle
             return
-        from vmhealth.simulator.launch import SimOptions, build
+        from .launch import SimOptions, build
 
         options = SimOptions(
             nodes=nodes, guests=guests, lxc=lxc, templates=templates, port=port, cluster_name=cluster_name,

@@ -10,6 +10,6 @@ if TYPE_CHECKING:
 
 def create_app(config: Config | None = None, **options: Any) -> Any:
     """WSGI factory for `gunicorn 'vmhealth.webhook:create_app()'` (None: `vmhealth.config.load_from_environment`)."""
-    from vmhealth.webhook.app import create_app as _create_app
+    from .app import create_app as _create_app
 
     return _create_app(config, **options)

@@ -13,9 +13,10 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth import appcontext, safejson
-from vmhealth.webhook.auth import bearer_ok, refused
-from vmhealth.webhook.context import WebhookContext
-from vmhealth.webhook.payload import PayloadError, parse_notification
+
+from .auth import bearer_ok, refused
+from .context import WebhookContext
+from .payload import PayloadError, parse_notification
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts", __name__)

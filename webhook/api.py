@@ -22,10 +22,11 @@ from vmhealth import appcontext, safejson
 from vmhealth.durations import parse_duration
 from vmhealth.models.webhook import Action
 from vmhealth.textformat import utf8_text
-from vmhealth.webhook import pauses
-from vmhealth.webhook.auth import require_admin, require_history, require_reader
-from vmhealth.webhook.context import WebhookContext
-from vmhealth.webhook.payload import Alert
+
+from . import pauses
+from .auth import require_admin, require_history, require_reader
+from .context import WebhookContext
+from .payload import Alert
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)

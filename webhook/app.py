@@ -13,11 +13,12 @@ from werkzeug.exceptions import HTTPException
 from vmhealth import appcontext, openapi
 from vmhealth.config import Config, WebhookConfig, is_loopback
 from vmhealth.httpauth import install_throttle
-from vmhealth.webhook.context import WebhookContext
-from vmhealth.webhook.database import WebhookDatabase
-from vmhealth.webhook.metrics import WebhookMetrics
-from vmhealth.webhook.remediate import Remediator
-from vmhealth.webhook.worker import Worker, worker_id
+
+from .context import WebhookContext
+from .database import WebhookDatabase
+from .metrics import WebhookMetrics
+from .remediate import Remediator
+from .worker import Worker, worker_id
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # Alertmanager groups thousands of alerts in one message
 
@@ -73,7 +74,7 @@ def create_app(config: Config | None = None, *, start_worker: bool = True, task_
     appcontext.install(app, ctx)
     install_throttle(app, config.webhook.auth_failures_per_minute)
 
-    from vmhealth.webhook import alerts, api, console, console_session, guest_metrics, metrics_view
+    from . import alerts, api, console, console_session, guest_metrics, metrics_view
 
     app.register_blueprint(alerts.bp)
     app.register_blueprint(api.bp)

@@ -14,7 +14,8 @@ from typing import Any
 
 from vmhealth import appcontext
 from vmhealth.httpauth import refused, token_ok, unauthorized
-from vmhealth.webhook.context import WebhookContext
+
+from .context import WebhookContext
 
 __all__ = ["bearer_ok", "reader_ok", "refused", "require_admin", "require_history", "require_metrics",
            "require_reader"]

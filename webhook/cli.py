@@ -19,6 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmhealth.webhook.server import serve
+    from .server import serve
 
     return serve_section(args, "webhook", serve)

@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("vmid", type=int, help="the guest's id")
     parser.add_argument("--reason", required=True, help="why, kept in the history")
     parser.add_argument("--actor", default=None, help="who closes it (default: the login name)")
-    from vmhealth.webhook.client import add_url_argument
+    from .client import add_url_argument
 
     add_url_argument(parser)
 
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.webhook.client import ask_admin
+    from .client import ask_admin
 
     return ask_admin(args, "close-incident", "close an incident",
                      {"reason": args.reason, "actor": args.actor or getpass.getuser()}, "not closed")

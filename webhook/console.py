@@ -19,12 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from vmhealth import appcontext
 from vmhealth.httpauth import failed
 from vmhealth.textformat import utf8_text
-from vmhealth.webhook import console_session, fleet_view, pauses, remediation_view
-from vmhealth.webhook.api import MAX_VMID, action_json, manual_reset, parse_since, set_pause
-from vmhealth.webhook.console_session import csrf_ok, csrf_token, login_required
-from vmhealth.webhook.context import WebhookContext
-from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
-from vmhealth.webhook.sparkline import sparkline
+
+from . import console_session, fleet_view, pauses, remediation_view
+from .api import MAX_VMID, action_json, manual_reset, parse_since, set_pause
+from .console_session import csrf_ok, csrf_token, login_required
+from .context import WebhookContext
+from .prometheus_api import PrometheusAPI, PrometheusError
+from .sparkline import sparkline
 
 bp = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static",
                static_url_path="/static")

@@ -24,7 +24,8 @@ from flask.sessions import SecureCookieSessionInterface
 
 from vmhealth import appcontext
 from vmhealth.config import WebhookConfig
-from vmhealth.webhook.context import WebhookContext
+
+from .context import WebhookContext
 
 COOKIE = "vmhealth_console"
 ROLES = ("viewer", "admin")

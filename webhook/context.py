@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmhealth.config import Config
-from vmhealth.webhook import pauses
-from vmhealth.webhook.database import WebhookDatabase
-from vmhealth.webhook.metrics import WebhookMetrics
-from vmhealth.webhook.remediate import Decision, Remediator
-from vmhealth.webhook.worker import Worker
+
+from . import pauses
+from .database import WebhookDatabase
+from .metrics import WebhookMetrics
+from .remediate import Decision, Remediator
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 

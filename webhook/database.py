@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from vmhealth.webhook.event_queue import EventQueue
-from vmhealth.webhook.history import History
-from vmhealth.webhook.incidents import Incidents
-from vmhealth.webhook.sessions import Sessions
+from .event_queue import EventQueue
+from .history import History
+from .incidents import Incidents
+from .sessions import Sessions
 
 
 class WebhookDatabase(Sessions):

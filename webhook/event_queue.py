@@ -19,9 +19,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident
-from vmhealth.webhook.incidents import Incidents, open_key
-from vmhealth.webhook.payload import Alert, parse_time
-from vmhealth.webhook.sessions import NO_SYNC, RECORD_BUSY_SECONDS, Sessions
+
+from .incidents import Incidents, open_key
+from .payload import Alert, parse_time
+from .sessions import NO_SYNC, RECORD_BUSY_SECONDS, Sessions
 
 
 @dataclass

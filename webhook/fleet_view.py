@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmhealth.webhook.prometheus_api import PrometheusAPI
+from .prometheus_api import PrometheusAPI
 
 # The guest states, worst first: the order of the Now page.
 STATES = ("hung", "hung-pending", "stale", "silent", "no-agent", "ok", "stopped")

@@ -14,10 +14,11 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from vmhealth import appcontext
-from vmhealth.webhook.api import MAX_VMID, configured_cluster
-from vmhealth.webhook.auth import require_reader
-from vmhealth.webhook.context import WebhookContext
-from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
+
+from .api import MAX_VMID, configured_cluster
+from .auth import require_reader
+from .context import WebhookContext
+from .prometheus_api import PrometheusAPI, PrometheusError
 
 bp = Blueprint("guest_metrics", __name__, url_prefix="/api")
 MAX_HOURS = 24 * 31

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from vmhealth.webhook.prometheus_api import PrometheusAPI, PrometheusError
+from .prometheus_api import PrometheusAPI, PrometheusError
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 5.0

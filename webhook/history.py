@@ -8,7 +8,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from vmhealth.models.webhook import Action
-from vmhealth.webhook.sessions import Sessions
+
+from .sessions import Sessions
 
 
 class History:

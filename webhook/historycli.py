@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outcome", help="only this outcome: success, failed, unknown, dry-run, skipped, "
                         "skipped:<reason>")
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
-    from vmhealth.webhook.client import add_url_argument
+    from .client import add_url_argument
 
     add_url_argument(parser)
 
@@ -72,7 +72,8 @@ def _number(value: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from vmhealth.subcommand import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, print_json, reader_token, tls_options
+
+    from .client import base_url, call, print_json, reader_token, tls_options
 
     config = load_config_or_exit(args, ())
     params: dict[str, Any] = {"limit": args.limit}

@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Quarantine
-from vmhealth.webhook.policy import Skip
-from vmhealth.webhook.sessions import NO_SYNC, Sessions
+
+from .policy import Skip
+from .sessions import NO_SYNC, Sessions
 
 CLAIM_LOCK_KEY = 0x766D6865616C7468  # "vmhealth": the PostgreSQL advisory lock that serialises attempt claims
 

@@ -7,8 +7,9 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vmhealth import appcontext
-from vmhealth.webhook.auth import require_metrics
-from vmhealth.webhook.context import WebhookContext
+
+from .auth import require_metrics
+from .context import WebhookContext
 
 bp = Blueprint("metrics", __name__)
 

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmhealth.models.webhook import Action, Pause
-from vmhealth.webhook.database import WebhookDatabase
+
+from .database import WebhookDatabase
 
 FLEET = "*"  # the scope of a pause of every cluster
 

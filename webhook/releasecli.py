@@ -8,7 +8,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("vmid", type=int, help="the guest's id")
-    from vmhealth.webhook.client import add_url_argument
+    from .client import add_url_argument
 
     add_url_argument(parser)
 
@@ -16,6 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.webhook.client import ask_admin
+    from .client import ask_admin
 
     return ask_admin(args, "release", "release a guest", {"actor": getpass.getuser()}, "not released")

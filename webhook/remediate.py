@@ -26,14 +26,15 @@ from sqlalchemy.orm import Session
 from vmhealth.config import ClusterConfig, ThresholdsConfig, WebhookConfig
 from vmhealth.models.webhook import Action, AlertEvent, Incident, Pause, Quarantine
 from vmhealth.pve import PveClient, PveError
-from vmhealth.webhook import actions, pauses, policy
-from vmhealth.webhook.database import WebhookDatabase
-from vmhealth.webhook.heartbeat import HeartbeatReader
-from vmhealth.webhook.history import History
-from vmhealth.webhook.incidents import Incidents
-from vmhealth.webhook.metrics import WebhookMetrics
-from vmhealth.webhook.payload import EVIDENCE_KEYS
-from vmhealth.webhook.policy import Skip
+
+from . import actions, pauses, policy
+from .database import WebhookDatabase
+from .heartbeat import HeartbeatReader
+from .history import History
+from .incidents import Incidents
+from .metrics import WebhookMetrics
+from .payload import EVIDENCE_KEYS
+from .policy import Skip
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from vmhealth.models.webhook import Action, Incident, Pause, Quarantine
-from vmhealth.webhook import pauses
+
+from . import pauses
 
 MAX_ROWS = 1000  # a page never lists more open incidents than this
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("pause", "resume", "status"), help="what to do")
     parser.add_argument("--reason", help="why (required to pause), kept in the history")
     parser.add_argument("--actor", default=None, help="who asks (default: the login name)")
-    from vmhealth.webhook.client import add_url_argument
+    from .client import add_url_argument
 
     add_url_argument(parser)
 
@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import getpass
 
     from vmhealth.subcommand import load_config_or_exit
-    from vmhealth.webhook.client import base_url, call, reader_token, tls_options
+
+    from .client import base_url, call, reader_token, tls_options
 
     config = load_config_or_exit(args, ())
     url = f"{base_url(config, args.url)}/api/remediation"

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="Manual reset from the command line", help="kept in the history")
     parser.add_argument("--force", action="store_true", help="reset even after the attempts ran out")
     parser.add_argument("--actor", default=None, help="who asks (default: the login name)")
-    from vmhealth.webhook.client import add_url_argument
+    from .client import add_url_argument
 
     add_url_argument(parser)
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import getpass
 
-    from vmhealth.webhook.client import ask_admin
+    from .client import ask_admin
 
     return ask_admin(args, "reset", "ask for a reset",
                      {"reason": args.reason, "force": args.force, "actor": args.actor or getpass.getuser()},

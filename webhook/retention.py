@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import Select, delete, exists, select
 
 from vmhealth.models.webhook import Action, AlertEvent, Incident
-from vmhealth.webhook.database import WebhookDatabase
+
+from .database import WebhookDatabase
 
 log = logging.getLogger(__name__)
 NO_DECISION_RETENTION = 7 * 86400.0

@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from vmhealth.webhook import retention
-from vmhealth.webhook.database import WebhookDatabase
-from vmhealth.webhook.remediate import Decision, Remediator
+from . import retention
+from .database import WebhookDatabase
+from .remediate import Decision, Remediator
 
 PRUNE_INTERVAL = 3600.0  # history retention: how often old rows are looked for
 

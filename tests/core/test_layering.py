@@ -2,7 +2,9 @@
 
 - the components (agent, exporter, webhook, simulator) never import the orchestration (`vmhealth.stack`);
 - only the entry points import the dispatcher (`vmhealth.cli`);
-- the dispatcher and the subcommand modules of its table form no import cycle.
+- the dispatcher and the subcommand modules of its table form no import cycle;
+- inside a component, its own modules are imported relatively (`from .store import …`), so that every
+  import names a file beside it; the core and other components are imported absolutely.
 
 Imports inside functions count: the cycle these rules keep out ran through them.
 """
@@ -94,6 +96,35 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 found.append(f"{name} imports the dispatcher vmhealth.cli")
     found += [f"import cycle: {' -> '.join(cycle)}" for cycle in dispatcher_cycles(graph)]
     return found
+
+
+def absolute_self_imports(files: dict[str, str]) -> list[str]:
+    """`module: line` for each import of a component's own modules written with the absolute name."""
+    found = []
+    for name, source in sorted(files.items()):
+        component = next((c for c in COMPONENTS if name == c or name.startswith(f"{c}.")), None)
+        for node in ast.walk(ast.parse(source)) if component else ():
+            absolute = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(target == component or target.startswith(f"{component}.") for target in absolute):
+                found.append(f"{name}: line {node.lineno} imports its own component as {absolute[0]}")
+    return found
+
+
+def product_sources() -> dict[str, str]:
+    """module -> source of every product module; gunicorn.conf.py is left out: gunicorn reads it by path,
+    outside any package, where only absolute imports work."""
+    return {module_name(path): path.read_text() for folder in PACKAGES
+            for path in sorted((ROOT / folder).rglob("*.py")) if path.name != "gunicorn.conf.py"}
+
+
+def test_components_import_their_own_modules_relatively():
+    assert absolute_self_imports(product_sources()) == []
+    broken = product_sources()
+    broken["vmhealth.webhook.policy"] += "\nfrom vmhealth.webhook.payload import Alert\n"
+    assert absolute_self_imports(broken) == [
+        f"vmhealth.webhook.policy: line {broken['vmhealth.webhook.policy'].count(chr(10))} "
+        "imports its own component as vmhealth.webhook.payload"]
 
 
 def test_the_product_keeps_its_layers():
