@@ -23,8 +23,38 @@ __all__ = ["binary", "free_port"]
 POSTGRES_URL = os.environ.get("VMHEALTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker (gw0, gw1, ...) and the servers it starts draw free ports from a
+    range of their own, so that no worker takes a port another one has picked but not yet bound."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        first = 20000 + 500 * int(worker[2:])
+        os.environ.setdefault("VMHEALTH_FREE_PORTS", f"{first}-{first + 499}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For parallel runs (`make test`, --dist loadgroup): the tests of a module that share one of its
+    module-scoped fixtures (a running stack, say) form one group, which one worker runs with one copy of
+    the fixture; every other test goes to whichever worker is free. Slow tests come first, so that the
+    last minutes are not one worker's long test alone (a module's tests stay together, so that its
+    fixtures are set up once)."""
+    slow_modules = set()
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        module = item.nodeid.split("::")[0]
+        shared = definitions and any(fixture.scope == "module" and fixture.baseid == module
+                                     for fixtures in definitions.name2fixturedefs.values() for fixture in fixtures)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(module))
+        if item.get_closest_marker("slow"):
+            slow_modules.add(module)
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run."""
+    """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run; under pytest-xdist the
+    controller's reporter counts the workers' skips too."""
     if not _required("VMHEALTH_FORBID_SKIPS"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
