@@ -29,27 +29,15 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw"):
         first = 20000 + 500 * int(worker[2:])
-        os.environ.setdefault("VMHEALTH_FREE_PORTS", f"{first}-{first + 499}")
+        os.environ.setdefault("FREE_PORT_RANGE", f"{first}-{first + 499}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For parallel runs (`make test`, --dist loadgroup): the tests of a module that share one of its
-    module-scoped fixtures (a running stack, say) form one group, which one worker runs with one copy of
-    the fixture; every other test goes to whichever worker is free. Slow tests come first, so that the
-    last minutes are not one worker's long test alone (a module's tests stay together, so that its
-    fixtures are set up once)."""
-    slow_modules = set()
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        module = item.nodeid.split("::")[0]
-        shared = definitions and any(fixture.scope == "module" and fixture.baseid == module
-                                     for fixtures in definitions.name2fixturedefs.values() for fixture in fixtures)
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(module))
-        if item.get_closest_marker("slow"):
-            slow_modules.add(module)
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
+    """Modules with slow tests first, each module's tests together and in their order: `make test` hands
+    whole modules to its parallel workers in this order (--dist loadfile, no reordering), so that a long
+    module does not start last and leave the other workers idle at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -22,10 +22,11 @@ T = TypeVar("T")
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now.
 
-    The kernel picks it, unless $VMHEALTH_FREE_PORTS names a range (`20000-20999`, below the kernel's
+    The kernel picks it, unless $FREE_PORT_RANGE names a range (`20000-20499`, below the kernel's
     ephemeral ports): then the next one of that range that binds, so that processes given disjoint
-    ranges, such as parallel test workers, never pick each other's ports."""
-    span = os.environ.get("VMHEALTH_FREE_PORTS")
+    ranges, such as parallel test workers, never pick each other's ports. (No VMHEALTH_ prefix: the
+    configuration reads every VMHEALTH_* variable as a key.)"""
+    span = os.environ.get("FREE_PORT_RANGE")
     if not span:
         return _bind_port(0)
     first, last = (int(end) for end in span.split("-"))
@@ -33,7 +34,7 @@ def free_port() -> int:
         port = first + next(_cursor) % (last - first + 1)
         with suppress(OSError):
             return _bind_port(port)
-    raise OSError(f"no free port in VMHEALTH_FREE_PORTS={span}")
+    raise OSError(f"no free port in FREE_PORT_RANGE={span}")
 
 
 # where this process goes on in its range: a random start, so that a child drawing from its parent's
