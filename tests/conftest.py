@@ -8,8 +8,10 @@ for Debian's prometheus/promtool/alertmanager binaries with VMHEALTH_REQUIRE_BIN
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module does not start last and leave the other workers idle at the end."""
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+    _operation_nodeids(items)
+
+
+def _operation_nodeids(items: list[pytest.Item]) -> None:
+    """schemathesis names each API operation's test `test_x[GET /path]`, but on pytest 9.2 all of them
+    share the node id `test_x`, and pytest-xdist, which hands out tests by node id, would run only one
+    of them: give each the node id its name says."""
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1 and "[" in item.name and hasattr(item, "_id"):
+            item._id = dataclasses.replace(item._id, params=item.name.partition("[")[2].removesuffix("]"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
