@@ -13,9 +13,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Whole test modules run on TEST_WORKERS parallel pytest-xdist workers: most of the suite waits on
+# real Prometheus and Alertmanager timers, not on the CPU. A module stays on one worker, so that the
+# stack its tests share starts once; slow modules go first (tests/conftest.py). TEST_WORKERS=0 runs
+# everything in this process.
+TEST_WORKERS ?= 4
+
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The whole product on loopback against the simulator; one guest hangs and is reset (docs/demo.md).
 demo:

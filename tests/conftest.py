@@ -8,8 +8,10 @@ for Debian's prometheus/promtool/alertmanager binaries with VMHEALTH_REQUIRE_BIN
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +23,37 @@ from vmhealth.stack.processes import free_port
 POSTGRES_URL = os.environ.get("VMHEALTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker (gw0, gw1, ...) and the servers it starts draw free ports from a
+    range of their own, so that no worker takes a port another one has picked but not yet bound."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        first = 20000 + 500 * int(worker[2:])
+        os.environ.setdefault("FREE_PORT_RANGE", f"{first}-{first + 499}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first, each module's tests together and in their order: `make test` hands
+    whole modules to its parallel workers in this order (--dist loadfile, no reordering), so that a long
+    module does not start last and leave the other workers idle at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+    _operation_nodeids(items)
+
+
+def _operation_nodeids(items: list[pytest.Item]) -> None:
+    """schemathesis names each API operation's test `test_x[GET /path]`, but on pytest 9.2 all of them
+    share the node id `test_x`, and pytest-xdist, which hands out tests by node id, would run only one
+    of them: give each the node id its name says."""
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1 and "[" in item.name and hasattr(item, "_id"):
+            item._id = dataclasses.replace(item._id, params=item.name.partition("[")[2].removesuffix("]"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run."""
+    """With VMHEALTH_FORBID_SKIPS=1 (as in .ci/run) a skipped test fails the run; under pytest-xdist the
+    controller's reporter counts the workers' skips too."""
     if not required("VMHEALTH_FORBID_SKIPS"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

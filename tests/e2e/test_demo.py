@@ -45,7 +45,8 @@ class Demo:
             start_new_session=True)  # its own process group, like a shell job, for Ctrl-C below
         self.lines: list[str] = []
         self.children: dict[int, psutil.Process] = {}
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def signal(self, sig: signal.Signals) -> None:
@@ -92,7 +93,7 @@ class Demo:
         return [int(port) for port in re.findall(r"https?://127\.0\.0\.1:(\d+)", self.output)]
 
     def assert_nothing_left(self, started: int = 4) -> None:
-        time.sleep(0.5)  # let the output reader finish
+        self.reader.join(timeout=10)  # the output up to the demo's end
         assert len(self.children) >= started, f"saw only {len(self.children)} started processes:\n{self.output}"
         alive = [c for c in self.children.values() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert not alive, "left running: " + "; ".join(

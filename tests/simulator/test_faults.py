@@ -12,6 +12,7 @@ import requests
 
 from vmhealth.simulator.ctl import ControlError
 from vmhealth.simulator.testing import RunningSimulator, running_simulator
+from vmhealth.stack.processes import wait_for
 
 
 @pytest.fixture
@@ -204,24 +205,20 @@ def io_of(sim: RunningSimulator, vmid: int) -> tuple[int, int]:
 
 def test_a_hung_guest_s_counters_stop_and_a_reset_keeps_them(sim: RunningSimulator) -> None:
     first, _ = io_of(sim, 100)
-    time.sleep(1.1)  # /cluster/resources is rendered once per second
-    grown, _ = io_of(sim, 100)
-    assert grown > first, "a running guest writes and sends"
+    wait_for(lambda: io_of(sim, 100)[0] > first, 5, "a running guest to write and send")
     sim.hang(100)
     frozen, _ = io_of(sim, 100)
     time.sleep(1.1)  # /cluster/resources is rendered once per second
     assert io_of(sim, 100)[0] == frozen, "a hung guest writes and sends nothing"
     assert run_task(sim, "pve1", "qemu", 100, "reset")["exitstatus"] == "OK"
-    time.sleep(1.1)  # /cluster/resources is rendered once per second
-    assert io_of(sim, 100)[0] > frozen, "the same QEMU process goes on counting after a reset"
+    wait_for(lambda: io_of(sim, 100)[0] > frozen, 5, "the same QEMU process to go on counting after a reset")
 
 
 def test_agent_dead_stops_heartbeats_only(sim: RunningSimulator) -> None:
     state = sim.agent_dead(101)
     assert state["agent_silenced"] and state["io_active"] and state["guest_agent_answers"]
     before, _ = io_of(sim, 101)
-    time.sleep(1.1)  # /cluster/resources is rendered once per second
-    assert io_of(sim, 101)[0] > before
+    wait_for(lambda: io_of(sim, 101)[0] > before, 5, "a guest whose agent died to write and send")
     assert call(sim, "POST", "nodes/pve2/qemu/101/agent/ping").status_code == 200
     assert not sim.agent_alive(101)["agent_silenced"]
 
