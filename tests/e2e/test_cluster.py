@@ -17,23 +17,21 @@ from tests.helpers.e2e import (
     describe,
     history,
     latency_bound,
-    settings,
     settled,
     tasks_since,
     wait_for_reset,
+    whole_stack,
 )
-from tests.helpers.requirements import binary
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import VIEWER_TOKEN, Stack, running_stack
+from vmhealth.stack.running import VIEWER_TOKEN, Stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
 def stack(tmp_path: Path, postgres_url: str) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")
-    ha = settings(nodes=2, guests=8, webhook_replicas=2, alertmanager_peers=2, database_url=postgres_url)
-    with running_stack(ha, tmp_path) as running:
+    with whole_stack(tmp_path, nodes=2, guests=8, webhook_replicas=2, alertmanager_peers=2,
+                     database_url=postgres_url) as running:
         yield running
 
 

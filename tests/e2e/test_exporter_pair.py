@@ -22,15 +22,14 @@ from tests.helpers.e2e import (
     ever_alerted,
     ever_hung,
     latency_bound,
-    settings,
     settled,
     tasks_since,
     wait_for_reset,
+    whole_stack,
 )
-from tests.helpers.requirements import binary
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, running_stack
+from vmhealth.stack.running import Stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 GUEST_ALERTS = ("VMHung", "VMHeartbeatStale", "VMAgentSilent", "VMAgentMissing")
@@ -38,8 +37,7 @@ GUEST_ALERTS = ("VMHung", "VMHeartbeatStale", "VMAgentSilent", "VMAgentMissing")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")
-    with running_stack(settings(nodes=2, guests=8, exporter_replicas=2), tmp_path_factory.mktemp("pair")) as running:
+    with whole_stack(tmp_path_factory.mktemp("pair"), nodes=2, guests=8, exporter_replicas=2) as running:
         yield running
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +23,15 @@ from tests.helpers.e2e import (
     ever_hung,
     history,
     latency_bound,
-    settings,
     settled,
     tasks_since,
     wait_for_reset,
+    whole_stack,
 )
-from tests.helpers.requirements import binary
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, running_stack
+from vmhealth.stack.running import Stack
 
-pytestmark = [pytest.mark.binaries, pytest.mark.slow]
+pytestmark = [pytest.mark.binaries, pytest.mark.slow, pytest.mark.usefixtures("healed")]
 
 TASK_SECONDS = 6.0  # how long the simulator's reset task runs
 LEASE = 6  # webhook.claim_lease: a dead process's claim is taken over after this many seconds
@@ -41,24 +39,11 @@ LEASE = 6  # webhook.claim_lease: a dead process's claim is taken over after thi
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")  # skip, or fail under VMHEALTH_REQUIRE_BINARIES, when missing
-    workdir: Path = tmp_path_factory.mktemp("reliability-process")
-    with running_stack(settings(guests=24, agent_interval=1.0, sim_task_seconds=TASK_SECONDS,
-                                webhook={"claim_lease": f"{LEASE}s"},
-                                # Prometheus re-sends firing alerts every 1m by default; scaled like the rules
-                                prometheus_args=["--rules.alert.resend-delay=5s"]), workdir) as running:
+    with whole_stack(tmp_path_factory.mktemp("reliability-process"), guests=24, agent_interval=1.0,
+                     sim_task_seconds=TASK_SECONDS, webhook={"claim_lease": f"{LEASE}s"},
+                     # Prometheus re-sends firing alerts every 1m by default; scaled like the rules
+                     prometheus_args=["--rules.alert.resend-delay=5s"]) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def healed(stack: Stack) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        stack.sim.heal()
-        for name, process in stack.processes.items():
-            if not process.running:
-                stack.start(name)
 
 
 def firing_since(stack: Stack, since: float) -> set[tuple[str, str]]:

@@ -27,15 +27,14 @@ from tests.helpers.e2e import (
     ever_hung,
     history,
     latency_bound,
-    settings,
     settled,
     tasks_since,
     wait_for_reset,
+    whole_stack,
 )
-from tests.helpers.requirements import binary
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, running_stack
+from vmhealth.stack.running import Stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 MOST = set(range(100, 108))  # 8 of the 10 guests
@@ -46,8 +45,7 @@ SILENT_BEFORE_STALE = ("cluster_vmid:vmhealth_heartbeat_silent_after:seconds < o
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")
-    with running_stack(settings(nodes=2, guests=10), tmp_path_factory.mktemp("stack")) as running:
+    with whole_stack(tmp_path_factory.mktemp("stack"), nodes=2, guests=10) as running:
         yield running
 
 

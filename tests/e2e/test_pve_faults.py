@@ -22,18 +22,16 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.helpers.e2e import alerts, describe, ever_alerted, history, settings, settled, tasks_since
-from tests.helpers.requirements import binary
+from tests.helpers.e2e import alerts, describe, ever_alerted, history, settled, tasks_since, whole_stack
 from tests.helpers.webhook import firing
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import WEBHOOK_TOKEN, Stack, running_stack
+from vmhealth.stack.running import WEBHOOK_TOKEN, Stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
@@ -43,14 +41,11 @@ COOLDOWN = 20.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")  # skip, or fail under VMHEALTH_REQUIRE_BINARIES, when missing
-    workdir: Path = tmp_path_factory.mktemp("reliability-pve")
     # A 2 s Proxmox timeout (slow = 3 s), Alertmanager repeating every 3 s so that refusals are looked at
     # again, and a cooldown long enough to resolve an alert before a second attempt could start.
-    chosen = settings(cluster={"timeout": "2s"}, repeat_interval="3s",
-                      policy={"cooldown": f"{COOLDOWN:g}s", "max_cooldown": "1m", "retry_interval": "2s",
-                              "task_timeout": "20s"})
-    with running_stack(chosen, workdir) as running:
+    with whole_stack(tmp_path_factory.mktemp("reliability-pve"), cluster={"timeout": "2s"}, repeat_interval="3s",
+                     policy={"cooldown": f"{COOLDOWN:g}s", "max_cooldown": "1m", "retry_interval": "2s",
+                             "task_timeout": "20s"}) as running:
         yield running
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,17 +23,16 @@ from tests.helpers.e2e import (
     history,
     latency_bound,
     rule_for,
-    settings,
     settled,
     tasks_since,
     wait_for_reset,
+    whole_stack,
 )
-from tests.helpers.requirements import binary
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, running_stack
+from vmhealth.stack.running import Stack
 
-pytestmark = [pytest.mark.binaries, pytest.mark.slow]
+pytestmark = [pytest.mark.binaries, pytest.mark.slow, pytest.mark.usefixtures("healed")]
 
 # 3 nodes, 12 guests: pve1 holds 100 103 106 109, pve2 101 104 107 110, pve3 102 105 108 111.
 PVE3_GUESTS = {102, 105, 108, 111}
@@ -42,19 +40,8 @@ PVE3_GUESTS = {102, 105, 108, 111}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")  # skip, or fail under VMHEALTH_REQUIRE_BINARIES, when missing
-    workdir: Path = tmp_path_factory.mktemp("e2e-stack")
-    with running_stack(settings(), workdir) as running:
+    with whole_stack(tmp_path_factory.mktemp("e2e-stack")) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def healed(stack: Stack) -> Iterator[None]:
-    """Every fault a test switched on is switched off again, also when it fails."""
-    try:
-        yield
-    finally:
-        stack.sim.heal()
 
 
 def measure_reset(stack: Stack, vmid: int, since: float) -> tuple[dict, float, str]:

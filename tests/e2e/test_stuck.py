@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.e2e import alerts, describe, history, latency_bound, settings, settled, tasks_since
-from tests.helpers.requirements import binary
+from tests.helpers.e2e import alerts, describe, history, latency_bound, settled, tasks_since, whole_stack
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, running_stack
+from vmhealth.stack.running import Stack
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
@@ -24,8 +23,7 @@ POLICY = {"max_attempts": MAX_ATTEMPTS, "cooldown": "2s", "max_cooldown": "2s", 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    binary("prometheus"), binary("alertmanager")
-    with running_stack(settings(nodes=2, guests=6, policy=POLICY, repeat_interval="4s"), tmp_path) as running:
+    with whole_stack(tmp_path, nodes=2, guests=6, policy=POLICY, repeat_interval="4s") as running:
         yield running
 
 

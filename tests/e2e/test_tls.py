@@ -20,11 +20,10 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers.e2e import latency_bound, settings, settled, wait_for_reset
-from tests.helpers.requirements import binary
+from tests.helpers.e2e import latency_bound, settled, wait_for_reset, whole_stack
 from tests.helpers.tls import Pki, make_pki
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, StackTLS, running_stack, scrape_security, targets
+from vmhealth.stack.running import Stack, StackTLS, scrape_security, targets
 
 pytestmark = [pytest.mark.binaries, pytest.mark.slow]
 
@@ -58,10 +57,9 @@ def agent_check(stack: Stack, folder: Path, **agent: Any) -> subprocess.Complete
 
 
 def test_the_stack_over_mutual_tls_resets_a_hung_guest_and_refuses_bad_credentials(tmp_path: Path) -> None:
-    binary("prometheus"), binary("alertmanager")
     pki = make_pki(tmp_path / "pki")
     tls = StackTLS(pki.ca, pki.server.cert, pki.server.key, pki.client.cert, pki.client.key)
-    with running_stack(settings(nodes=2, guests=4, tls=tls), tmp_path / "stack") as stack:
+    with whole_stack(tmp_path / "stack", nodes=2, guests=4, tls=tls) as stack:
         assert stack.urls["exporter"].startswith("https://") and stack.urls["webhook"].startswith("https://")
         wait_for(lambda: {job: health for job, (health, _) in target_errors(stack).items()}
                  == {"vmhealth-exporter": "up", "vmhealth-webhook": "up"}, 30, "both scraped over TLS")

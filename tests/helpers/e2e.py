@@ -1,22 +1,26 @@
 """What the end-to-end suites share: fast stack settings, the reset-latency bound, and ways to wait on
 what the simulator, Prometheus, Alertmanager and the webhook saw.
 
-Every suite starts its stack with `vmhealth.stack.running_stack` (real Prometheus and Alertmanager,
-`vmhealth exporter|webhook` subprocesses, the simulator over HTTPS) and stops it in teardown.
+Every suite starts its stack with `whole_stack` (`vmhealth.stack.running`: real Prometheus and
+Alertmanager, `vmhealth exporter|webhook` subprocesses, the simulator over HTTPS) and stops it in teardown.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
+from tests.helpers.requirements import binary
 from vmhealth.durations import parse_duration
 from vmhealth.stack.processes import wait_for
-from vmhealth.stack.running import Stack, StackSettings
+from vmhealth.stack.running import Stack, StackSettings, running_stack
 
 # Seconds for the webhook's part of the latency: claim the event, read /cluster/resources,
 # /cluster/status and status/current, then POST the reset (a few HTTPS calls on a loaded machine).
@@ -30,6 +34,15 @@ def settings(**overrides: Any) -> StackSettings:
     alert resolves."""
     base = StackSettings(nodes=3, guests=12, policy={"cooldown": "10m"})
     return replace(base, **overrides)
+
+
+@contextmanager
+def whole_stack(workdir: Path, **overrides: Any) -> Iterator[Stack]:
+    """The stack with `settings(**overrides)` in `workdir`; skips, or fails under
+    VMHEALTH_REQUIRE_BINARIES, when Prometheus or Alertmanager is missing."""
+    binary("prometheus"), binary("alertmanager")
+    with running_stack(settings(**overrides), workdir) as running:
+        yield running
 
 
 def rule_for(stack: Stack, alertname: str) -> float:
