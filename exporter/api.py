@@ -42,7 +42,7 @@ def _mb(value: int | None) -> float | None:
 def _vm_rows(cluster_filter: str | None = None, vmid_filter: int | None = None) -> list[dict[str, Any]]:
     exporter = appcontext.get(Exporter)
     config = exporter.config
-    clusters, heartbeats = exporter.store.view()
+    clusters, heartbeats = exporter.guests.view()
     now = time.time()
     keys: set[GuestKey] = set(heartbeats)
     for name, state in clusters.items():
@@ -116,7 +116,7 @@ def status() -> Response:
     exporter = appcontext.get(Exporter)
     rows = _vm_rows()
     counts = Counter(row["health"] for row in rows)
-    clusters, _ = exporter.store.view()
+    clusters, _ = exporter.guests.view()
     limits = exporter.config.webhook.policy
     thresholds = exporter.config.thresholds
     return jsonify({

@@ -218,25 +218,25 @@ class Page:
             self._update(clusters, heartbeats, reports, keys, names)
             return self._gzipped()
 
-    def scrape(self, store: GuestState, reports: dict[str, int], accept_encoding: str,
+    def scrape(self, guests: GuestState, reports: dict[str, int], accept_encoding: str,
                dropped: dict[str, int] | None = None) -> tuple[bytes, dict[str, str]]:
-        """The body and headers of a scrape of `store`: gzip when the scraper accepts it (Prometheus does).
+        """The body and headers of a scrape of `guests`: gzip when the scraper accepts it (Prometheus does).
 
         The store's changes are taken under the page's lock, so that the background step and a scrape
         apply them in the order they were taken.
         """
         with self._lock:
-            clusters, heartbeats, keys, names = store.page_view()
+            clusters, heartbeats, keys, names = guests.page_view()
             self._update(clusters, heartbeats, reports, keys, names, dropped)
             if accepts_gzip(accept_encoding):
                 return self._gzipped(), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
             return self._plain(), {"Vary": "Accept-Encoding"}
 
-    def absorb(self, store: GuestState) -> None:
+    def absorb(self, guests: GuestState) -> None:
         """Format the guests changed since the last call now, between scrapes (the exporter calls this
         every second), so that a scrape is left with the last second's changes, joining and compressing."""
         with self._lock:
-            self._update_guests(*store.page_view())
+            self._update_guests(*guests.page_view())
 
     def _plain(self) -> bytes:
         if self._body is None:

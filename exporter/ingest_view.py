@@ -70,7 +70,7 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
     shared = same_secret(key, exporter.config.exporter.api_key or "")
     if shared and exporter.config.exporter.per_vm_keys:
         return "unauthorized", 401, SHARED_KEY_REFUSED, None
-    identity = None if shared else exporter.store.key_owner(key)
+    identity = None if shared else exporter.guests.key_owner(key)
     body = read_body()
     try:
         data = decode_json(body)
@@ -93,10 +93,10 @@ def _ingest(exporter: Exporter, mimetype: str, key: str | None, read_body: Calla
     cluster, vmid = target
     if identity is not None and identity != (cluster, vmid):
         return "forbidden", 403, f"this key belongs to another guest, not to vmid {vmid}", None
-    refusal = exporter.store.admit(cluster, vmid)
+    refusal = exporter.guests.admit(cluster, vmid)
     if refusal:
         return refusal[0], 404, refusal[1], None
-    labels_dropped = exporter.store.record(cluster, vmid, parsed.heartbeat, parsed.disks_dropped)
+    labels_dropped = exporter.guests.record(cluster, vmid, parsed.heartbeat, parsed.disks_dropped)
     if parsed.disks_dropped or labels_dropped:
         exporter.count_dropped({"disks_over_limit": parsed.disks_dropped, "label_rate": labels_dropped})
     return "accepted", 200, f"Health report received for {parsed.heartbeat.hostname}", None
@@ -108,24 +108,24 @@ def _claimed_identity(exporter: Exporter, key: str, data: dict[str, Any]) -> Gue
     if isinstance(claimed_vmid, str):
         claimed_vmid = vmid_text(claimed_vmid)
     if isinstance(claimed_vmid, int) and not isinstance(claimed_vmid, bool):
-        clusters = [data["cluster"]] if isinstance(data.get("cluster"), str) else list(exporter.store.clusters)
+        clusters = [data["cluster"]] if isinstance(data.get("cluster"), str) else list(exporter.guests.clusters)
         for cluster in clusters:
-            if cluster in exporter.store.clusters and exporter.store.vm_key_matches(key, cluster, claimed_vmid):
+            if cluster in exporter.guests.clusters and exporter.guests.vm_key_matches(key, cluster, claimed_vmid):
                 return cluster, claimed_vmid
     return None
 
 
 def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> GuestKey | Refusal:
     """The (cluster, vmid) a report is for, or (result, status, message) when it cannot be told."""
-    names = list(exporter.store.clusters)
-    if parsed.cluster is not None and parsed.cluster not in exporter.store.clusters:
+    names = list(exporter.guests.clusters)
+    if parsed.cluster is not None and parsed.cluster not in exporter.guests.clusters:
         return Refusal("invalid", 400, f"unknown cluster {parsed.cluster!r} (configured: {', '.join(names)})")
     vmid = parsed.vmid
     cluster = parsed.cluster
     if vmid is None and identity is not None:
         cluster, vmid = cluster or identity[0], identity[1]
     if vmid is None and parsed.uuid:
-        found = exporter.store.vmid_for_uuid(parsed.uuid)
+        found = exporter.guests.vmid_for_uuid(parsed.uuid)
         if found is None:
             return Refusal("unknown_guest", 404, f"no guest with SMBIOS UUID {parsed.uuid} is known yet; VM "
                            "configs are being read, the report will be accepted once it is found (or set agent.vmid)")
@@ -139,13 +139,13 @@ def _resolve(exporter: Exporter, parsed: Report, identity: GuestKey | None) -> G
         elif len(names) == 1:
             cluster = names[0]
         else:
-            listing = exporter.store.clusters_listing(vmid)
+            listing = exporter.guests.clusters_listing(vmid)
             if len(listing) != 1:
                 where = f"in clusters {', '.join(listing)}" if listing else "in no configured cluster"
                 return Refusal("invalid", 400, f"vmid {vmid} is {where}; send \"cluster\" in the report")
             cluster = listing[0]
     if parsed.uuid:
-        owner = exporter.store.vmid_for_uuid(parsed.uuid, queue=False)
+        owner = exporter.guests.vmid_for_uuid(parsed.uuid, queue=False)
         if owner is not None and owner != (cluster, vmid):
             # whatever the key: a report never speaks for the guest whose UUID it borrows
             return Refusal("forbidden", 403, f"SMBIOS UUID {parsed.uuid} belongs to guest {owner[0]}/{owner[1]}, "

@@ -18,6 +18,6 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> Response:
     exporter = appcontext.get(Exporter)
     reports, dropped = exporter.counters()
-    body, headers = exporter.page.scrape(exporter.store, reports, request.headers.get("Accept-Encoding", ""),
+    body, headers = exporter.page.scrape(exporter.guests, reports, request.headers.get("Accept-Encoding", ""),
                                          dropped)
     return Response(body, headers=headers, mimetype=None, content_type=CONTENT_TYPE)

@@ -109,10 +109,10 @@ class GuestStateArchive:
 
 
 class WriteBehind:
-    """Flushes the store's changes every `interval` seconds on a daemon thread."""
+    """Flushes the guest state's changes every `interval` seconds on a daemon thread."""
 
-    def __init__(self, store: GuestState, db: GuestStateArchive, interval: float):
-        self.store, self.db, self.interval = store, db, interval
+    def __init__(self, guests: GuestState, archive: GuestStateArchive, interval: float):
+        self.guests, self.archive, self.interval = guests, archive, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vmhealth-write-behind", daemon=True)
         self._failing = False
@@ -121,11 +121,11 @@ class WriteBehind:
         self._thread.start()
 
     def flush(self) -> bool:
-        changed, removed = self.store.take_changes()
+        changed, removed = self.guests.take_changes()
         try:
-            self.db.write(changed, removed)
+            self.archive.write(changed, removed)
         except Exception as exc:
-            self.store.restore_changes(changed, removed)
+            self.guests.restore_changes(changed, removed)
             if not self._failing:
                 log.error("cannot write last-seen state (%d guests kept for the next try): %s", len(changed), exc)
             self._failing = True

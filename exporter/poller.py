@@ -159,14 +159,14 @@ def snapshot_from(resources: list[dict[str, Any]], status: list[dict[str, Any]],
 
 
 class ClusterPoller:
-    """Polls one cluster into the store."""
+    """Polls one cluster into the guest state."""
 
-    def __init__(self, cluster: ClusterConfig, store: GuestState, exporter: ExporterConfig,
+    def __init__(self, cluster: ClusterConfig, guests: GuestState, exporter: ExporterConfig,
                  thresholds: ThresholdsConfig, idle_db: GuestStateArchive | None = None,
                  restored: dict[int, IdleRecord] | None = None):
         self.cluster = cluster
         self.name: str = cluster.name
-        self.store = store
+        self.guests = guests
         self.client = PveClient(cluster)
         self.stale_timeout: float = thresholds.stale_timeout
         self.status_checks: int = exporter.status_checks_per_poll
@@ -187,7 +187,7 @@ class ClusterPoller:
         except Exception as exc:  # a malformed answer must not stop the poller
             log.exception("cluster %s: unexpected poll error", self.name)
             return self._failed(f"{type(exc).__name__}: {exc}", started)
-        self.store.apply_snapshot(self.name, snapshot, time.monotonic() - started)
+        self.guests.apply_snapshot(self.name, snapshot, time.monotonic() - started)
         self._store_idle()
         if self._was_up is not True:
             log.info("cluster %s: Proxmox reachable, %d guests on %d nodes",
@@ -196,13 +196,13 @@ class ClusterPoller:
         self._check_silent_guests(snapshot)
         self._lookup_uuids(snapshot)
         ttl = max(3600.0, UNKNOWN_GUEST_TTL_FACTOR * self.stale_timeout)
-        gone = self.store.expire_unknown(self.name, time.time() - ttl)
+        gone = self.guests.expire_unknown(self.name, time.time() - ttl)
         if gone:
             log.info("cluster %s: forgot %d guests Proxmox no longer lists", self.name, len(gone))
         return True
 
     def _failed(self, error: str, started: float) -> bool:
-        self.store.poll_failed(self.name, error, time.monotonic() - started)
+        self.guests.poll_failed(self.name, error, time.monotonic() - started)
         if self._was_up is not False:
             log.warning("cluster %s: poll failed, keeping the last snapshot: %s", self.name, error)
         else:
@@ -242,7 +242,7 @@ class ClusterPoller:
         if self.status_checks <= 0:
             return
         now = time.time()
-        _, heartbeats = self.store.view()
+        _, heartbeats = self.guests.view()
         silent = [
             guest for guest in snapshot.guests.values()
             if guest.type == "qemu" and guest.running and snapshot.nodes.get(guest.node, False)
@@ -250,18 +250,18 @@ class ClusterPoller:
             and now - hb.received > self.stale_timeout / 2
         ]
         for guest, current in self._answers(silent[: self.status_checks], "status", self.client.guest_status):
-            self.store.set_paused(self.name, guest.vmid, current.get("qmpstatus"))
+            self.guests.set_paused(self.name, guest.vmid, current.get("qmpstatus"))
 
     def _lookup_uuids(self, snapshot: Snapshot) -> None:
         """Read VM configs for their SMBIOS UUIDs while reports wait for one (bounded per poll)."""
-        if self.uuid_lookups <= 0 or not self.store.pending_uuids():
+        if self.uuid_lookups <= 0 or not self.guests.pending_uuids():
             return
-        with self.store.lock:
-            done = set(self.store.clusters[self.name].configs_read)
-            have_heartbeat = {vmid for (c, vmid) in self.store.heartbeats if c == self.name}
+        with self.guests.lock:
+            done = set(self.guests.clusters[self.name].configs_read)
+            have_heartbeat = {vmid for (c, vmid) in self.guests.heartbeats if c == self.name}
         todo = [g for g in snapshot.guests.values() if g.type == "qemu" and g.vmid not in done]
         todo.sort(key=lambda g: (g.vmid in have_heartbeat, g.vmid))  # silent guests first
         found = {guest.vmid: parse_smbios_uuid(config.get("smbios1"))
                  for guest, config in self._answers(todo[: self.uuid_lookups], "config", self.client.guest_config)}
         if found:
-            self.store.add_uuids(self.name, found)
+            self.guests.add_uuids(self.name, found)

@@ -20,7 +20,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Open to anyone (load balancers, orchestrators), so it says only whether every cluster was polled once;
     which cluster is up is on /metrics (`vmhealth_pve_up`)."""
-    clusters, _ = appcontext.get(Exporter).store.view()
+    clusters, _ = appcontext.get(Exporter).guests.view()
     if any(not s.polled_once for s in clusters.values()):
         return jsonify({"status": "waiting"}), 503
     return jsonify({"status": "ready"}), 200

@@ -26,10 +26,10 @@ class Exporter:
 
     def __init__(self, config: Config):
         self.config = config
-        self.store = GuestState(config.clusters, config.exporter.api_key, config.exporter.max_unknown_guests)
-        self.db = GuestStateArchive(config.exporter.database_url)
-        restored = self.db.load()
-        self.store.load(restored)
+        self.guests = GuestState(config.clusters, config.exporter.api_key, config.exporter.max_unknown_guests)
+        self.archive = GuestStateArchive(config.exporter.database_url)
+        restored = self.archive.load()
+        self.guests.load(restored)
         if restored:
             log.info("restored last-seen state of %d guests", len(restored))
         if not config.exporter.per_vm_keys:
@@ -40,11 +40,11 @@ class Exporter:
             log.warning("the exporter listens on %s beyond loopback and /metrics, /api/vms and /api/status need no "
                         "credential: every guest can read the fleet; set exporter.read_token and give it to "
                         "Prometheus", config.exporter.listen)
-        idle = self.db.load_idle()
-        self.pollers = {c.name: ClusterPoller(c, self.store, config.exporter, config.thresholds, self.db,
+        idle = self.archive.load_idle()
+        self.pollers = {c.name: ClusterPoller(c, self.guests, config.exporter, config.thresholds, self.archive,
                                               idle.get(c.name))
                         for c in config.clusters}
-        self.write_behind = WriteBehind(self.store, self.db, config.exporter.flush_interval)
+        self.write_behind = WriteBehind(self.guests, self.archive, config.exporter.flush_interval)
         self.reports: Counter[str] = Counter()
         # values left out of stored heartbeats, by reason: disks_over_limit, label_rate
         self.dropped: Counter[str] = Counter()
@@ -79,7 +79,7 @@ class Exporter:
                 max_instances=1, coalesce=True, misfire_grace_time=None, **poll_timing(self.config.exporter),
             )
         # /metrics formats changed guests every second, not all at once when Prometheus asks.
-        scheduler.add_job(self.page.absorb, "interval", args=[self.store], seconds=1,
+        scheduler.add_job(self.page.absorb, "interval", args=[self.guests], seconds=1,
                           id="metrics-page", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
@@ -93,7 +93,7 @@ class Exporter:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         self.write_behind.stop()
-        self.db.close()
+        self.archive.close()
 
 
 def poll_timing(exporter_cfg: ExporterConfig) -> dict[str, datetime]:

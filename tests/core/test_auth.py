@@ -47,7 +47,7 @@ def exporter(tmp_path: Path) -> Iterator[Any]:
 
     app = create_app(exporter_config(tmp_path, auth_failures_per_minute=0), start=False)
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def webhook(tmp_path: Path) -> Iterator[Any]:
 def test_every_exporter_write_route_refuses_missing_and_wrong_keys(exporter: Any) -> None:
     routes = write_routes(exporter)
     assert ("POST", "/api/health/report") in routes, "the enumeration must find the ingest route"
-    store = exporter.extensions["vmhealth"].store
+    store = exporter.extensions["vmhealth"].guests
     client = exporter.test_client()
     for method, path in routes:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": API_KEY + "x"},
@@ -184,6 +184,6 @@ def test_every_route_of_every_component_is_authenticated_or_listed_public(tmp_pa
         answered_without_credential |= {("agent", "GET", path) for path in agent.pages}
     finally:
         agent.server_close()
-        exporter.extensions["vmhealth"].db.close()
+        exporter.extensions["vmhealth"].archive.close()
         webhook.extensions["vmhealth"].close()
     assert answered_without_credential == documented_public()

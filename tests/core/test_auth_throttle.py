@@ -125,7 +125,7 @@ def test_the_exporter_read_api_is_throttled_and_the_read_token_passes(tmp_path: 
         page = client.get("/metrics", headers=auth("exporter-read-token-0123")).get_data(as_text=True)
         assert 'vmhealth_http_auth_throttled_total{route="GET /api/vms",result="refused"} 2' in page
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 def test_a_guessing_address_gets_429_at_the_console_login_and_the_right_token_still_logs_in(

@@ -86,7 +86,7 @@ def test_every_exporter_route_is_documented_and_every_documented_path_exists(tmp
         assert reply.status_code == 200 and reply.mimetype == "application/yaml"
         assert reply.data == document()
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 def test_every_webhook_route_is_documented_and_every_documented_path_exists(tmp_path: Path) -> None:

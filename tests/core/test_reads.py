@@ -132,7 +132,7 @@ def test_the_exporter_reads_need_the_read_token_once_set(tmp_path: Path) -> None
                 assert client.get(path, headers=headers).status_code == 200, (path, headers)
         assert client.get("/api/vms/100", headers=auth(READ)).json["hostname"] == "web-server-01"
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 @pytest.mark.parametrize("listen, read_token, warned", [
@@ -142,7 +142,7 @@ def test_an_exporter_beyond_loopback_without_a_read_token_says_so_in_one_line(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, listen: str, read_token: str | None, warned: bool) -> None:
     with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.service"):
         app = exporter_app(tmp_path, listen=listen, read_token=read_token)
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
     lines = [r.getMessage() for r in caplog.records if "beyond loopback" in r.getMessage()]
     assert len(lines) == (1 if warned else 0)
     assert all("\n" not in line and "exporter.read_token" in line for line in lines)
@@ -156,7 +156,7 @@ def test_the_probes_stay_open_and_name_nothing(tmp_path: Path) -> None:
             reply = client.get(path)
             assert reply.status_code in (200, 503) and set(reply.json) == {"status"}, (path, reply.json)
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 @pytest.mark.binaries

@@ -92,7 +92,7 @@ def test_the_exporter_does_everything_with_the_audit_token(sim: RunningSimulator
         assert any(p.endswith("/status/current") for p in paths) and any(p.endswith("/config") for p in paths)
         assert refused(sim, "audit@pve!sim") == []
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 def webhook(sim: RunningSimulator, folder: Path, role: str) -> Any:

@@ -50,15 +50,15 @@ def test_forged_guests_before_the_first_poll_are_bounded_and_never_restored(tmp_
     assert [r.status_code for r in replies] == [200] * 5 + [404] * 35
     assert "has not been read from Proxmox yet" in replies[-1].json["error"]
     assert "exporter.max_unknown_guests" in replies[-1].json["error"]
-    assert len(exporter.store.heartbeats) == 5
-    assert all(len(hb.disks) == MAX_DISKS for hb in exporter.store.heartbeats.values())
+    assert len(exporter.guests.heartbeats) == 5
+    assert all(len(hb.disks) == MAX_DISKS for hb in exporter.guests.heartbeats.values())
     assert exporter.reports["not_polled_yet"] == 35 and exporter.reports["accepted"] == 5
     assert 'vmhealth_reports_total{result="not_polled_yet"} 35' in app.test_client().get("/metrics").text
     assert post(app, report(1000)).status_code == 200, "an admitted guest keeps reporting"
     exporter.stop()  # the final flush writes nothing Proxmox has not listed
 
     _, again = start(tmp_path, max_unknown_guests=5)
-    assert again.store.heartbeats == {}, "a restart restores none of them"
+    assert again.guests.heartbeats == {}, "a restart restores none of them"
     again.stop()
 
 
@@ -83,11 +83,11 @@ def test_a_guest_accepted_before_the_first_poll_is_written_once_a_poll_lists_it(
     assert post(app, report(100, hostname="early")).status_code == 200
     assert post(app, report(900)).status_code == 200
     assert exporter.write_behind.flush()
-    assert exporter.db.load() == {}, "nothing Proxmox has not listed is written"
+    assert exporter.archive.load() == {}, "nothing Proxmox has not listed is written"
     poll(exporter, 100)
     assert exporter.write_behind.flush()
-    assert set(exporter.db.load()) == {("lab", 100)}, "100 is listed now; 900 still is not"
-    assert exporter.db.load()[("lab", 100)].hostname == "early"
+    assert set(exporter.archive.load()) == {("lab", 100)}, "100 is listed now; 900 still is not"
+    assert exporter.archive.load()[("lab", 100)].hostname == "early"
     exporter.stop()
 
 
@@ -98,7 +98,7 @@ def test_unknown_guests_after_the_first_poll_live_in_memory_only(tmp_path):
     assert post(app, report(900)).status_code == 200
     exporter.stop()
     _, again = start(tmp_path)
-    assert set(again.store.heartbeats) == {("lab", 100)}
+    assert set(again.guests.heartbeats) == {("lab", 100)}
     again.stop()
 
 
@@ -123,7 +123,7 @@ def test_disks_after_the_first_16_are_dropped_and_counted(listed):
     app, exporter = listed
     reply = post(app, report(100, disks=disks(20)))
     assert reply.status_code == 200
-    assert [d.mountpoint for d in exporter.store.heartbeats[("lab", 100)].disks] == [f"/m{i}" for i in range(16)]
+    assert [d.mountpoint for d in exporter.guests.heartbeats[("lab", 100)].disks] == [f"/m{i}" for i in range(16)]
     assert dropped(app) == {"disks_over_limit": 4}
     reply = post(app, report(100, disks=disks(65)))
     assert reply.status_code == 400 and "more than 64 entries" in reply.json["fields"]["disks"]
@@ -134,10 +134,10 @@ def test_new_label_values_are_bounded_and_the_heartbeat_is_kept(listed, caplog):
     assert post(app, report(101, hostname="first", disks=disks(16))).status_code == 200
     caplog.set_level(logging.INFO, logger="vmhealth.exporter.state")
     for i in range(30):
-        before = exporter.store.heartbeats[("lab", 101)].received
+        before = exporter.guests.heartbeats[("lab", 101)].received
         body = report(101, hostname=f"host-{i}", disks=disks(2) + disks(62, prefix=f"/r{i}-"), cpuUsage=i)
         assert post(app, body).status_code == 200, "a heartbeat is never refused for its labels"
-        hb = exporter.store.heartbeats[("lab", 101)]
+        hb = exporter.guests.heartbeats[("lab", 101)]
         assert hb.received >= before and hb.cpu_ratio == pytest.approx(i / 100), "the heartbeat itself is stored"
         assert hb.hostname == "first" and [d.mountpoint for d in hb.disks] == ["/m0", "/m1"]
     # per report: the new hostname and 14 new mountpoints; the 48 disks after the first 16
@@ -152,7 +152,7 @@ def test_new_label_values_are_bounded_and_the_heartbeat_is_kept(listed, caplog):
 
 def test_new_label_values_are_earned_over_time(listed):
     _, exporter = listed
-    store, t0 = exporter.store, 1_000_000.0
+    store, t0 = exporter.guests, 1_000_000.0
     store.record("lab", 100, Heartbeat(received=t0, hostname="a"))
     assert store.record("lab", 100, Heartbeat(received=t0 + 1, hostname="b")) == 1
     assert store.heartbeats[("lab", 100)].hostname == "a"
@@ -174,14 +174,14 @@ def test_a_restart_grants_no_new_label_values(tmp_path):
     app, exporter = start(tmp_path)
     poll(exporter, 100)
     assert post(app, report(100, hostname="after", disks=disks(3))).status_code == 200
-    hb = exporter.store.heartbeats[("lab", 100)]
+    hb = exporter.guests.heartbeats[("lab", 100)]
     assert hb.hostname == "before" and len(hb.disks) == 2
     exporter.stop()
 
 
 def test_the_reported_node_is_bounded_only_where_it_is_a_label(listed):
     _, exporter = listed
-    store, t0 = exporter.store, 1_000_000.0
+    store, t0 = exporter.guests, 1_000_000.0
     for vmid in (100, 900):  # 100 is listed (Proxmox's node is its label), 900 is not
         store.record("lab", vmid, Heartbeat(received=t0, hostname="h", node="pve1"))
         store.record("lab", vmid, Heartbeat(received=t0 + 1, hostname="h", node="pve2"))

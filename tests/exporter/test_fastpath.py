@@ -18,12 +18,12 @@ from vmhealth.exporter.poller import snapshot_from
 @pytest.fixture
 def app(tmp_path):
     app = create_app(exporter_config(tmp_path, max_body_bytes=4096), start=False)
-    store = app.extensions["vmhealth"].store
+    store = app.extensions["vmhealth"].guests
     store.apply_snapshot("lab", snapshot_from(
         [{"type": "qemu", "vmid": 100, "node": "pve1", "name": "vm100", "status": "running"}],
         [{"type": "node", "name": "pve1", "online": 1}], time.time()), 0.1)
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 def call(wsgi: Any, body: bytes, content_type: str = "application/json", key: str | None = API_KEY,

@@ -23,7 +23,7 @@ def app(tmp_path):
         rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True})})
         app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 def post(app, body, key=API_KEY, content_type="application/json"):
@@ -33,7 +33,7 @@ def post(app, body, key=API_KEY, content_type="application/json"):
 
 
 def heartbeats(app):
-    return app.extensions["vmhealth"].store.heartbeats
+    return app.extensions["vmhealth"].guests.heartbeats
 
 
 def test_original_payload_is_accepted_unchanged(app):
@@ -131,9 +131,9 @@ def test_body_over_the_limit_is_413(tmp_path):
         reply = post(app, report(100, hostname="h", padding="x" * 4096))
         assert reply.status_code == 413
         assert "2048" in reply.json["error"]
-        assert app.extensions["vmhealth"].store.heartbeats == {}
+        assert app.extensions["vmhealth"].guests.heartbeats == {}
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 def test_missing_and_wrong_keys_are_401(app):
@@ -175,19 +175,19 @@ def test_by_default_only_per_vm_keys_are_accepted_and_the_refusal_says_how(tmp_p
         assert post(app, report(100), key=derive_vm_key(API_KEY, "lab", 100)).status_code == 200
         assert post(app, report(100), key="wrong-key-for-anyone").json["error"] == "wrong API key"
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 def test_the_shared_key_opt_out_is_warned_about_once_at_start(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="vmhealth.exporter.service"):
         app = create_app(exporter_config(tmp_path, per_vm_keys=False), start=False)
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
     assert caplog.text.count("exporter.per_vm_keys is false: the shared agent key is accepted") == 1
 
 
 def test_a_report_borrowing_another_guests_uuid_is_refused_whatever_the_key(app):
     exporter = app.extensions["vmhealth"]
-    exporter.store.add_uuids("lab", {100: "11111111-2222-3333-4444-555555555555"})
+    exporter.guests.add_uuids("lab", {100: "11111111-2222-3333-4444-555555555555"})
     post(app, report(100, hostname="the-real-100"))
     borrowed = {**report(101, hostname="impostor"), "uuid": "11111111-2222-3333-4444-555555555555"}
     for key in (API_KEY, derive_vm_key(API_KEY, "lab", 101)):

@@ -48,12 +48,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                  json={"data": cluster_status({"pve1": True}, name="dc2")})
         app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 def stored(app: Any) -> tuple[Any, ...]:
     """Everything a report may change: heartbeats, unknown guests, what is due to be written."""
-    store = app.extensions["vmhealth"].store
+    store = app.extensions["vmhealth"].guests
     with store.lock:
         return (dict(store.heartbeats), {k: set(v) for k, v in store._unknown.items()}, set(store.dirty))
 

@@ -64,7 +64,7 @@ def guest(vmid: int = 100, **fields) -> dict:
 def app(tmp_path):
     app = create_app(exporter_config(tmp_path), start=False)
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 def poll(app, guests: list[dict]) -> str:
@@ -120,7 +120,7 @@ def test_values_that_are_no_number_are_left_out_and_the_poll_goes_on(app, bad, c
     caplog.set_level(logging.DEBUG, logger="vmhealth.exporter.poller")
     page = poll(app, [guest(diskwrite=bad, cpu=bad, uptime=bad), guest(101)])
     s = samples(page)
-    assert app.extensions["vmhealth"].store.clusters["lab"].up
+    assert app.extensions["vmhealth"].guests.clusters["lab"].up
     for name in ("vmhealth_pve_guest_disk_written_bytes_total", "vmhealth_pve_guest_cpu_usage_ratio",
                  "vmhealth_pve_guest_uptime_seconds", LAST_ACTIVE):
         assert f"{name}{{{BASE}}}" not in s, name
@@ -165,7 +165,7 @@ def test_config_series(tmp_path):
     try:
         s = samples(poll(app, [guest()]))
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
     assert s["vmhealth_config_io_window_seconds{cluster=lab}"] == 120
     assert s["vmhealth_config_io_idle_threshold_bytes_per_second{cluster=lab}"] == 0
 
@@ -312,14 +312,14 @@ def test_an_exporter_restart_keeps_an_idle_guest_idle(tmp_path):
         time.sleep(0.1)
         poll(first, [io(5000, 100), io(1, vmid=101)])  # no growth: both turn idle, and are stored
     finally:
-        first.extensions["vmhealth"].db.close()
+        first.extensions["vmhealth"].archive.close()
     time.sleep(0.1)
     second = create_app(config, start=False)
     try:
         started = time.time()
         page = samples(poll(second, [io(5000, 100), io(10_000_000, vmid=101)]))
     finally:
-        second.extensions["vmhealth"].db.close()
+        second.extensions["vmhealth"].archive.close()
     assert page[f"{LAST_ACTIVE}{{{BASE}}}"] == seen[f"{LAST_ACTIVE}{{{BASE}}}"]
     assert page[f"{LAST_ACTIVE}{{cluster=lab,node=pve1,vmid=101}}"] >= round(started, 3), "101 wrote 10 MB"
 
@@ -332,7 +332,7 @@ def test_each_cluster_has_its_own_activity(tmp_path):
         assert pollers["lab"].io is not pollers["b"].io
         assert pollers["lab"].io.idle_bytes_per_second == 1024
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()
 
 
 # --- configuration ------------------------------------------------------------------------------

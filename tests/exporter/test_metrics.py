@@ -23,7 +23,7 @@ def app(tmp_path):
         rsps.get(f"{PVE}/cluster/status", json={"data": cluster_status({"pve1": True, "pve2": False})})
         app.extensions["vmhealth"].poll_all()
     yield app
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()
 
 
 def scrape(app) -> str:
@@ -119,4 +119,4 @@ def test_landing_and_probes(tmp_path):
         app.extensions["vmhealth"].poll_all()
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json == {"status": "ready"}  # open to anyone: no cluster names
-    app.extensions["vmhealth"].db.close()
+    app.extensions["vmhealth"].archive.close()

@@ -120,7 +120,7 @@ def test_http_scrape_with_and_without_gzip(tmp_path):
     try:
         client = app.test_client()
         exporter = app.extensions["vmhealth"]
-        exporter.store.apply_snapshot("lab", snapshot_from(resources({100: {}}), NODES, time.time()), 0.1)
+        exporter.guests.apply_snapshot("lab", snapshot_from(resources({100: {}}), NODES, time.time()), 0.1)
         assert client.post("/api/health/report", json=report(100), headers={"X-API-Key": API_KEY}).status_code == 200
         zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
         plain = client.get("/metrics")
@@ -128,4 +128,4 @@ def test_http_scrape_with_and_without_gzip(tmp_path):
         assert gzip.decompress(zipped.get_data()) == plain.get_data()
         assert b'vmhealth_heartbeat_timestamp_seconds{cluster="lab",node="pve1",vmid="100"}' in plain.get_data()
     finally:
-        app.extensions["vmhealth"].db.close()
+        app.extensions["vmhealth"].archive.close()

@@ -37,16 +37,16 @@ def poll(exporter):
 def test_restart_keeps_silence_and_health(tmp_path, database_url):
     app, exporter = start(tmp_path, database_url)
     # 100 went silent long ago; 101 reports now.
-    exporter.store.record("lab", 100, Heartbeat(received=1_000.0, hostname="silent", node="pve1", cpu_ratio=0.1))
+    exporter.guests.record("lab", 100, Heartbeat(received=1_000.0, hostname="silent", node="pve1", cpu_ratio=0.1))
     assert app.test_client().post("/api/health/report", json=report(101, hostname="fine"),
                                   headers={"X-API-Key": API_KEY}).status_code == 200
-    fresh = exporter.store.heartbeats[("lab", 101)].received
+    fresh = exporter.guests.heartbeats[("lab", 101)].received
     time.sleep(0.2)  # longer than the I/O window
     poll(exporter)  # no I/O since the first poll: both guests' idle spells are stored
     exporter.stop()  # the final flush
 
     app2, exporter2 = start(tmp_path, database_url)
-    restored = exporter2.store.heartbeats
+    restored = exporter2.guests.heartbeats
     assert restored[("lab", 100)].received == 1_000.0, "a silent guest stays silent"
     assert restored[("lab", 100)].hostname == "silent" and restored[("lab", 100)].cpu_ratio == 0.1
     assert restored[("lab", 101)].received == pytest.approx(fresh), "a fine guest is not made silent"
@@ -61,11 +61,11 @@ def test_restart_keeps_silence_and_health(tmp_path, database_url):
 def test_write_behind_batches_and_updates(tmp_path, database_url):
     _, exporter = start(tmp_path, database_url)
     for i in range(3):
-        exporter.store.record("lab", 100, Heartbeat(received=2_000.0 + i, hostname="h", cpu_ratio=i / 10))
+        exporter.guests.record("lab", 100, Heartbeat(received=2_000.0 + i, hostname="h", cpu_ratio=i / 10))
     assert exporter.write_behind.flush()
-    exporter.store.record("lab", 101, Heartbeat(received=3_000.0, hostname="x"))
+    exporter.guests.record("lab", 101, Heartbeat(received=3_000.0, hostname="x"))
     assert exporter.write_behind.flush()
-    loaded = exporter.db.load()
+    loaded = exporter.archive.load()
     assert loaded[("lab", 100)].received == 2_002.0 and loaded[("lab", 100)].cpu_ratio == 0.2
     assert set(loaded) == {("lab", 100), ("lab", 101)}
     exporter.stop()
@@ -73,15 +73,15 @@ def test_write_behind_batches_and_updates(tmp_path, database_url):
 
 def test_failed_write_is_retried_not_lost(tmp_path):
     _, exporter = start(tmp_path, f"sqlite:///{tmp_path}/state.db")
-    exporter.store.record("lab", 100, Heartbeat(received=5.0, hostname="kept"))
-    real_write = exporter.db.write
+    exporter.guests.record("lab", 100, Heartbeat(received=5.0, hostname="kept"))
+    real_write = exporter.archive.write
 
     def broken(*_args):
         raise OSError("disk full")
 
-    exporter.db.write = broken
+    exporter.archive.write = broken
     assert exporter.write_behind.flush() is False
-    exporter.db.write = real_write
+    exporter.archive.write = real_write
     assert exporter.write_behind.flush() is True
-    assert exporter.db.load()[("lab", 100)].hostname == "kept"
+    assert exporter.archive.load()[("lab", 100)].hostname == "kept"
     exporter.stop()

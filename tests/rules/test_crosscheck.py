@@ -93,7 +93,7 @@ def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     exporter = app.extensions["vmhealth"]
     client = app.test_client()
     try:
-        assert exporter.poll_all() is None and exporter.store.clusters[sim.cluster_name].up
+        assert exporter.poll_all() is None and exporter.guests.clusters[sim.cluster_name].up
 
         def post(body: dict[str, Any]) -> None:
             reply = client.post("/api/health/report", json=body, headers={"X-API-Key": API_KEY})
@@ -122,7 +122,7 @@ def scenario(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         rows = client.get("/api/vms").json
         page = client.get("/metrics").get_data(as_text=True)
     finally:
-        exporter.db.close()
+        exporter.archive.close()
         sim.heal()
     return rows, page, roles
 
