@@ -136,10 +136,13 @@ NOT_FRESH = ("(cluster_vmid:vmhealth_pve_guest_running:max == 1)"
 
 def settled(stack: Stack, seconds: float = 60) -> float:
     """Wait until every running guest's heartbeat is fresh in the rules (all reported, none stale, so
-    none can be judged hung a moment later) and no VMHung is pending or firing; the time it was so."""
+    none can be judged hung a moment later) and no VMHung or VMHeartbeatStale is pending or firing (the
+    alert rules are evaluated apart from the recording rules, so a guest reset by the test before may
+    still be alerted on for an evaluation after its heartbeat is fresh); the time it was so."""
     def calm() -> bool:
         return (bool(stack.query("cluster_vmid:vmhealth_pve_guest_running:max == 1"))
-                and not stack.query(NOT_FRESH) and not alerts(stack, "VMHung"))
+                and not stack.query(NOT_FRESH) and not alerts(stack, "VMHung")
+                and not alerts(stack, "VMHeartbeatStale"))
     wait_for(calm, seconds, "every running guest to report fresh heartbeats", interval=0.5)
     return time.time()
 

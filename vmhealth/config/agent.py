@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .keys import setting
-from .tls_keys import tls_cert_file, tls_client_ca_file, tls_key_file, tls_min_version
+from .listener_keys import tls_cert_file, tls_client_ca_file, tls_key_file, tls_min_version
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .keys import setting, subsection
-from .tls_keys import tls_cert_file, tls_client_ca_file, tls_key_file, tls_min_version
+from .listener_keys import (
+    auth_failures_per_minute,
+    max_connections_per_address,
+    threads,
+    tls_cert_file,
+    tls_client_ca_file,
+    tls_key_file,
+    tls_min_version,
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,9 @@ class WebhookConfig:
     public_history: bool = setting(
         "bool", False, doc="serve the history without a token (warned about at start)")
     database_url: str = setting("url", "sqlite:///vmhealth-webhook.db")
-    threads: int = setting("int", 8, minimum=1, maximum=256, doc="gunicorn threads")
-    max_connections_per_address: int = setting(
-        "int", 64, minimum=1, maximum=10000,
-        doc="connections one client address may hold open; more get 503 (raise behind NAT)")
-    auth_failures_per_minute: int = setting(
-        "int", 20, minimum=0, maximum=100000,
-        doc="failed authentications one address may make a minute; past a quarter of them each "
-            "refusal waits (up to 1s), past all 429 (0: no throttle)")
+    threads: int = threads()
+    max_connections_per_address: int = max_connections_per_address()
+    auth_failures_per_minute: int = auth_failures_per_minute()
     claim_lease: float = setting("duration", "5m", doc="a claimed alert not finished by then is taken over")
     history_retention: float = setting(
         "duration", "90d", doc="decisions older than this are deleted (at least 1d)")
