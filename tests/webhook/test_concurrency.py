@@ -17,20 +17,6 @@ from vmhealth.webhook import create_app
 
 
 @pytest.fixture
-def pve() -> Iterator[FakePve]:
-    mock = responses.RequestsMock(assert_all_requests_are_fired=False)
-    mock.start()
-    fake = FakePve(mock)
-    for vmid in range(900, 910):
-        fake.add(vmid, status="stopped", uptime=0)
-    try:
-        yield fake
-    finally:
-        mock.stop()
-        mock.reset()
-
-
-@pytest.fixture
 def apps() -> Iterator[list[Any]]:
     started: list[Any] = []
     try:
